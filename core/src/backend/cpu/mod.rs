@@ -1,0 +1,112 @@
+//! The native CPU backend: eager kernels for every primitive.
+//!
+//! Kernels take validated operands (shapes and dtypes were checked by
+//! [`abstract_eval`](crate::rules::abstract_eval)) and return fresh storage. Large
+//! elementwise and reduction kernels run in parallel with rayon; matmul and convolution run
+//! on the `gemm` crate.
+
+mod dot;
+mod elementwise;
+mod gather;
+mod layout;
+mod random;
+mod reduce;
+mod sort;
+mod window;
+
+use crate::aval::Aval;
+use crate::backend::Storage;
+use crate::prim::Prim;
+
+/// One input of a kernel: its elements and its shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand<'a> {
+    /// Row-major elements.
+    pub data: &'a Storage,
+    /// Dimension sizes.
+    pub shape: &'a [usize],
+}
+
+/// Minimum number of elements before a kernel splits work across threads.
+pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+
+/// Runs `prim` on `ins`, producing one storage per output aval in `outs`.
+///
+/// The operands must satisfy the primitive's abstract evaluation rule; `outs` is its
+/// result for them.
+pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> {
+    use Prim::*;
+    let out = &outs[0];
+    match prim {
+        Neg | Exp | Log | Log1p | Expm1 | Sin | Cos | Tanh | Logistic | Sqrt | Rsqrt | Abs
+        | Sign | Floor | Ceil | Round | Erf | ErfInv | IsFinite | Not | IntegerPow { .. }
+        | StopGradient => vec![elementwise::unary(prim, ins[0].data)],
+        ConvertElementType { dtype } => vec![elementwise::convert(ins[0].data, *dtype)],
+        BitcastConvertType { dtype } => vec![elementwise::bitcast(ins[0].data, *dtype)],
+        Add | Sub | Mul | Div | Rem | Pow | Max | Min | Atan2 | And | Or | Xor | ShiftLeft
+        | ShiftRightLogical | ShiftRightArithmetic | Eq | Ne | Lt | Le | Gt | Ge => {
+            vec![elementwise::binary(prim, ins[0].data, ins[1].data)]
+        }
+        Select => vec![elementwise::select(ins[0].data, ins[1].data, ins[2].data)],
+        Clamp => vec![elementwise::clamp(ins[0].data, ins[1].data, ins[2].data)],
+        BroadcastInDim { shape, dims } => vec![layout::broadcast_in_dim(ins[0], shape, dims)],
+        Reshape { .. } | Squeeze { .. } | ExpandDims { .. } => vec![ins[0].data.clone()],
+        Transpose { perm } => vec![layout::transpose(ins[0], perm)],
+        Rev { axes } => vec![layout::rev(ins[0], axes)],
+        ReduceSum { axes } | ReduceMax { axes } | ReduceMin { axes } | ReduceProd { axes } => {
+            vec![reduce::reduce(prim, ins[0], axes)]
+        }
+        ArgMax { axis, index_dtype } => vec![reduce::arg_reduce(ins[0], *axis, *index_dtype, true)],
+        ArgMin { axis, index_dtype } => {
+            vec![reduce::arg_reduce(ins[0], *axis, *index_dtype, false)]
+        }
+        Cumsum { axis, reverse } => vec![reduce::cumsum(ins[0], *axis, *reverse)],
+        DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch } => vec![dot::dot_general(
+            ins[0],
+            ins[1],
+            lhs_contract,
+            rhs_contract,
+            lhs_batch,
+            rhs_batch,
+            &out.shape,
+        )],
+        Conv { strides, padding, lhs_dilation, rhs_dilation, feature_group_count } => {
+            vec![dot::conv(
+                ins[0],
+                ins[1],
+                strides,
+                padding,
+                lhs_dilation,
+                rhs_dilation,
+                *feature_group_count,
+                &out.shape,
+            )]
+        }
+        ReduceWindow { kind, window, strides, padding } => {
+            vec![window::reduce_window(ins[0], *kind, window, strides, padding, &out.shape)]
+        }
+        SelectAndGatherAdd { window, strides, padding } => vec![window::select_and_gather_add(
+            ins[0], ins[1], window, strides, padding, &out.shape,
+        )],
+        SelectAndScatterAdd { window, strides, padding } => {
+            vec![window::select_and_scatter_add(ins[0], ins[1], window, strides, padding)]
+        }
+        Slice { start, strides, .. } => vec![layout::slice(ins[0], start, strides, &out.shape)],
+        DynamicSlice { sizes } => vec![layout::dynamic_slice(ins[0], &ins[1..], sizes)],
+        DynamicUpdateSlice => vec![layout::dynamic_update_slice(ins[0], ins[1], &ins[2..])],
+        Concatenate { axis } => vec![layout::concatenate(ins, *axis, &out.shape)],
+        Pad { lo, interior, .. } => vec![layout::pad(ins[0], ins[1].data, lo, interior, &out.shape)],
+        Gather { axis, batch_dims } => {
+            vec![gather::gather(ins[0], ins[1], *axis, *batch_dims, &out.shape)]
+        }
+        ScatterAdd { axis, batch_dims } => {
+            vec![gather::scatter(ins[0], ins[1], ins[2], *axis, *batch_dims, true)]
+        }
+        Scatter { axis, batch_dims } => {
+            vec![gather::scatter(ins[0], ins[1], ins[2], *axis, *batch_dims, false)]
+        }
+        Iota { dtype, shape, dim } => vec![layout::iota(*dtype, shape, *dim)],
+        Sort { axis, num_keys } => sort::sort(ins, *axis, *num_keys),
+        Threefry2x32 => random::threefry2x32(ins[0].data, ins[1].data, ins[2].data, ins[3].data),
+    }
+}
