@@ -53,11 +53,9 @@ impl Tangent {
     /// The value, materializing zeros.
     pub fn instantiate(&self) -> Array {
         match self {
-            Tangent::Zero(aval) => lax::broadcast_in_dim(
-                &Array::scalar_of(0.0, aval.dtype),
-                &aval.shape,
-                &[],
-            ),
+            Tangent::Zero(aval) => {
+                lax::broadcast_in_dim(&Array::scalar_of(0.0, aval.dtype), &aval.shape, &[])
+            }
             Tangent::Value(x) => x.clone(),
         }
     }
@@ -90,6 +88,9 @@ pub(crate) fn tangent_aval(aval: &Aval) -> Aval {
     aval.clone()
 }
 
+/// A boxed linear map between trees (the result of [`linearize`] and [`vjp`]).
+pub type BoxedMap<A, B> = Box<dyn Fn(&A) -> B>;
+
 /// Forward-mode AD interpreter.
 pub(crate) struct JvpTrace {
     tag: TraceTag,
@@ -104,7 +105,8 @@ impl JvpTrace {
     /// A tracer of this trace carrying `primal` and `tangent`.
     pub(crate) fn pure(&self, primal: Array, tangent: Tangent) -> Array {
         let aval = primal.aval().clone();
-        let tangent = if aval.dtype.is_float() { tangent } else { Tangent::Zero(tangent_aval(&aval)) };
+        let tangent =
+            if aval.dtype.is_float() { tangent } else { Tangent::Zero(tangent_aval(&aval)) };
         Array::new_tracer(aval, self.tag, TracerData::Jvp { primal, tangent })
     }
 
@@ -135,11 +137,7 @@ impl Trace for JvpTrace {
                 return bind(prim, &primals);
             }
             let (outs, out_tangents) = rules::jvp(prim, &primals, &tangents)?;
-            Ok(outs
-                .into_iter()
-                .zip(out_tangents)
-                .map(|(p, t)| self.pure(p, t))
-                .collect())
+            Ok(outs.into_iter().zip(out_tangents).map(|(p, t)| self.pure(p, t)).collect())
         })
     }
 }
@@ -151,11 +149,8 @@ pub(crate) fn jvp_flat(
     tangents: &[Tangent],
 ) -> (Vec<Array>, Vec<Tangent>) {
     let trace = JvpTrace::new();
-    let ins: Vec<Array> = primals
-        .iter()
-        .zip(tangents)
-        .map(|(p, t)| trace.pure(p.clone(), t.clone()))
-        .collect();
+    let ins: Vec<Array> =
+        primals.iter().zip(tangents).map(|(p, t)| trace.pure(p.clone(), t.clone())).collect();
     let outs = with_trace(Some(trace.clone() as Rc<dyn Trace>), || f(&ins));
     outs.iter().map(|o| trace.unpack(o)).unzip()
 }
@@ -200,12 +195,8 @@ pub struct LinearFn {
 impl LinearFn {
     /// Applies the linear map to flat tangents (one per input).
     pub fn apply(&self, tangents: &[Array]) -> Result<Vec<Array>> {
-        let args: Vec<Array> = self
-            .in_map
-            .iter()
-            .zip(tangents)
-            .filter_map(|(m, t)| m.map(|_| t.clone()))
-            .collect();
+        let args: Vec<Array> =
+            self.in_map.iter().zip(tangents).filter_map(|(m, t)| m.map(|_| t.clone())).collect();
         self.jaxpr.eval(&args)
     }
 
@@ -263,14 +254,10 @@ pub(crate) fn linearize_flat(
 
 /// Linearizes `f` at `x`: returns `f(x)` and the JVP at `x` as a reusable linear function
 /// (evaluated with [`LinearFn::apply`] or, for trees, the returned closure).
-pub fn linearize<T: Tree, U: Tree>(
+pub fn linearize<T: Tree + 'static, U: Tree + 'static>(
     f: impl Fn(&T) -> U,
     x: &T,
-) -> (U, Box<dyn Fn(&T) -> U>)
-where
-    T: 'static,
-    U: 'static,
-{
+) -> (U, BoxedMap<T, U>) {
     let mut out_tree = None;
     let (outs, lin) = crate::lax::ok(linearize_flat(
         |xs| {
@@ -415,7 +402,7 @@ pub(crate) fn vjp_tree<T: Tree, U: Tree>(
 pub fn vjp<T: Tree + 'static, U: Tree + 'static>(
     f: impl Fn(&T) -> U,
     x: &T,
-) -> (U, Box<dyn Fn(&U) -> T>) {
+) -> (U, BoxedMap<U, T>) {
     let (y, pullback) = vjp_tree(&f, x);
     (y, Box::new(pullback))
 }

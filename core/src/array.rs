@@ -331,7 +331,11 @@ impl Array {
         if self.size() != 1 {
             return Err(Error::Data {
                 op: "item".into(),
-                msg: format!("array of shape {:?} has {} elements, not 1", self.shape(), self.size()),
+                msg: format!(
+                    "array of shape {:?} has {} elements, not 1",
+                    self.shape(),
+                    self.size()
+                ),
             });
         }
         Ok(self.try_to_vec::<T>()?[0])

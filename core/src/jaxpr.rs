@@ -114,9 +114,10 @@ impl Jaxpr {
         };
         let check_atom = |bound: &Vec<bool>, a: &Atom| -> Result<()> {
             match a {
-                Atom::Var(v) if !bound[v.id] => {
-                    Err(Error::Typecheck(format!("variable {} used before it is bound", VarName(v.id))))
-                }
+                Atom::Var(v) if !bound[v.id] => Err(Error::Typecheck(format!(
+                    "variable {} used before it is bound",
+                    VarName(v.id)
+                ))),
                 Atom::Lit(l) if l.ndim() != 0 || l.is_tracer() => {
                     Err(Error::Typecheck("literals must be concrete scalars".into()))
                 }

@@ -463,7 +463,13 @@ pub fn scatter_add(
 
 /// Writes `updates` into `x` at `indices`.
 #[track_caller]
-pub fn scatter(x: &Array, indices: &Array, updates: &Array, axis: usize, batch_dims: usize) -> Array {
+pub fn scatter(
+    x: &Array,
+    indices: &Array,
+    updates: &Array,
+    axis: usize,
+    batch_dims: usize,
+) -> Array {
     ok(bind1(&Prim::Scatter { axis, batch_dims }, &[x.clone(), indices.clone(), updates.clone()]))
 }
 

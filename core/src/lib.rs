@@ -15,20 +15,20 @@ pub mod prim;
 pub mod random;
 pub mod rules;
 mod staging;
-pub mod trace;
 pub mod testing;
+pub mod trace;
 pub mod tree;
 
+pub use ad::{
+    grad, jvp, linearize, try_grad, try_value_and_grad, value_and_grad, value_and_grad_with_aux,
+    vjp,
+};
 pub use array::Array;
 pub use aval::Aval;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use kiln_macros::Tree;
-pub use prim::Prim;
-pub use tree::Tree;
-pub use ad::{
-    grad, jvp, linearize, try_grad, try_value_and_grad, value_and_grad, value_and_grad_with_aux,
-    vjp,
-};
-pub use staging::make_jaxpr;
 pub use numpy::{ArrayLike, Idx, concatenate, einsum, one_hot, stack, where_};
+pub use prim::Prim;
+pub use staging::make_jaxpr;
+pub use tree::Tree;

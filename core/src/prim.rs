@@ -585,10 +585,14 @@ impl Prim {
                 let cfg: Vec<_> = (0..lo.len()).map(|i| (lo[i], hi[i], interior[i])).collect();
                 format!("padding_config={}", l(&cfg))
             }
-            Gather { axis, batch_dims } | ScatterAdd { axis, batch_dims } | Scatter { axis, batch_dims } => {
+            Gather { axis, batch_dims }
+            | ScatterAdd { axis, batch_dims }
+            | Scatter { axis, batch_dims } => {
                 format!("axis={axis} batch_dims={batch_dims}")
             }
-            Iota { dtype, shape, dim } => format!("dtype={dtype} shape={} dimension={dim}", l(shape)),
+            Iota { dtype, shape, dim } => {
+                format!("dtype={dtype} shape={} dimension={dim}", l(shape))
+            }
             Sort { axis, num_keys } => format!("dimension={axis} num_keys={num_keys}"),
             _ => String::new(),
         }
@@ -598,10 +602,6 @@ impl Prim {
 impl fmt::Display for Prim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = self.params();
-        if p.is_empty() {
-            f.write_str(self.name())
-        } else {
-            write!(f, "{}[{}]", self.name(), p)
-        }
+        if p.is_empty() { f.write_str(self.name()) } else { write!(f, "{}[{}]", self.name(), p) }
     }
 }

@@ -76,11 +76,7 @@ fn axpy<T: Tree>(x: &T, c: f64, v: &T) -> T {
 }
 
 fn flat_f64<T: Tree>(t: &T) -> Vec<f64> {
-    tree::leaves(t)
-        .iter()
-        .filter(|l| l.dtype().is_float())
-        .flat_map(|l| l.to_f64_vec())
-        .collect()
+    tree::leaves(t).iter().filter(|l| l.dtype().is_float()).flat_map(|l| l.to_f64_vec()).collect()
 }
 
 fn inner<T: Tree>(a: &T, b: &T) -> f64 {
@@ -168,6 +164,10 @@ pub fn assert_allclose(got: &Array, want: &Array, rtol: f64, atol: f64) {
 /// Converts every float leaf of a tree to `f64` (for precise numerical checks).
 pub fn to_f64<T: Tree>(t: &T) -> T {
     tree::map(t, |l| {
-        if l.dtype().is_float() { crate::lax::convert_element_type(l, DType::F64) } else { l.clone() }
+        if l.dtype().is_float() {
+            crate::lax::convert_element_type(l, DType::F64)
+        } else {
+            l.clone()
+        }
     })
 }

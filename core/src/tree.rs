@@ -273,10 +273,7 @@ pub fn unflatten<T: Tree>(like: &T, leaves: Vec<Array>) -> T {
     let n = leaves.len();
     let mut it = leaves.into_iter();
     let t = like.with_leaves(&mut it);
-    assert!(
-        it.next().is_none(),
-        "unflatten: {n} leaves given for a tree with fewer leaves"
-    );
+    assert!(it.next().is_none(), "unflatten: {n} leaves given for a tree with fewer leaves");
     t
 }
 

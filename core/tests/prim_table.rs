@@ -45,7 +45,12 @@ impl Row {
     }
 }
 
-fn row(name: &'static str, args: Vec<Array>, order: usize, f: impl Fn(&Vec<Array>) -> Array + 'static) -> Row {
+fn row(
+    name: &'static str,
+    args: Vec<Array>,
+    order: usize,
+    f: impl Fn(&Vec<Array>) -> Array + 'static,
+) -> Row {
     Row { name, args, f: Box::new(f), order, tol: 1e-5 }
 }
 
@@ -53,8 +58,15 @@ fn unary(name: &'static str, lo: f64, hi: f64, f: fn(&Array) -> Array) -> Row {
     row(name, vec![data(&[2, 3], 1, lo, hi)], 2, move |a| f(&a[0]))
 }
 
-fn binary(name: &'static str, (lo, hi): (f64, f64), (lo2, hi2): (f64, f64), f: fn(&Array, &Array) -> Array) -> Row {
-    row(name, vec![data(&[3, 2], 2, lo, hi), data(&[3, 2], 3, lo2, hi2)], 2, move |a| f(&a[0], &a[1]))
+fn binary(
+    name: &'static str,
+    (lo, hi): (f64, f64),
+    (lo2, hi2): (f64, f64),
+    f: fn(&Array, &Array) -> Array,
+) -> Row {
+    row(name, vec![data(&[3, 2], 2, lo, hi), data(&[3, 2], 3, lo2, hi2)], 2, move |a| {
+        f(&a[0], &a[1])
+    })
 }
 
 fn rows() -> Vec<Row> {
@@ -128,15 +140,20 @@ fn rows() -> Vec<Row> {
             2,
             |a| lax::clamp(&a[0], &a[1], &a[2]),
         ),
-        row("clamp_saturated", vec![data(&[4], 1, -0.5, -0.2), data(&[4], 2, -2.0, -1.0)], 2, |a| {
-            lax::clamp(&a[0], &a[1], &lax::full_like(&a[0], 3.0))
-        }),
+        row(
+            "clamp_saturated",
+            vec![data(&[4], 1, -0.5, -0.2), data(&[4], 2, -2.0, -1.0)],
+            2,
+            |a| lax::clamp(&a[0], &a[1], &lax::full_like(&a[0], 3.0)),
+        ),
         row("convert_element_type", vec![x23()], 2, |a| {
             let y = lax::convert_element_type(&lax::mul(&a[0], &a[0]), DType::F32);
             lax::convert_element_type(&lax::mul(&y, &y), DType::F64)
         })
         .tol(2e-3),
-        row("bitcast_convert_type", vec![x23()], 0, |a| lax::bitcast_convert_type(&a[0], DType::I64)),
+        row("bitcast_convert_type", vec![x23()], 0, |a| {
+            lax::bitcast_convert_type(&a[0], DType::I64)
+        }),
         // ---- shape ----
         row("broadcast_in_dim", vec![data(&[3, 1], 4, -1.0, 1.0)], 2, |a| {
             let b = lax::broadcast_in_dim(&a[0], &[2, 3, 4], &[1, 2]);
@@ -147,7 +164,9 @@ fn rows() -> Vec<Row> {
             lax::transpose(&lax::sin(&a[0]), &[2, 0, 1])
         }),
         row("rev", vec![x23()], 2, |a| lax::rev(&lax::sin(&a[0]), &[1])),
-        row("squeeze", vec![data(&[2, 1, 3], 5, -1.0, 1.0)], 2, |a| lax::squeeze(&lax::sin(&a[0]), &[1])),
+        row("squeeze", vec![data(&[2, 1, 3], 5, -1.0, 1.0)], 2, |a| {
+            lax::squeeze(&lax::sin(&a[0]), &[1])
+        }),
         row("expand_dims", vec![x23()], 2, |a| lax::expand_dims(&lax::sin(&a[0]), &[0, 3])),
         // ---- reductions ----
         row("reduce_sum", vec![data(&[2, 3, 4], 6, -1.0, 1.0)], 2, |a| {
@@ -156,18 +175,24 @@ fn rows() -> Vec<Row> {
         row("reduce_max", vec![data(&[3, 4], 6, -1.0, 1.0)], 2, |a| lax::reduce_max(&a[0], &[1])),
         row("reduce_min", vec![data(&[3, 4], 7, -1.0, 1.0)], 2, |a| lax::reduce_min(&a[0], &[0])),
         row("reduce_prod", vec![data(&[3, 4], 8, 0.5, 1.5)], 2, |a| lax::reduce_prod(&a[0], &[1])),
-        row("reduce_prod_with_zero", vec![Array::from_vec(vec![0.0f64, 1.5, -2.0, 0.7], [4])], 2, |a| {
-            lax::reduce_prod(&a[0], &[0])
-        }),
+        row(
+            "reduce_prod_with_zero",
+            vec![Array::from_vec(vec![0.0f64, 1.5, -2.0, 0.7], [4])],
+            2,
+            |a| lax::reduce_prod(&a[0], &[0]),
+        ),
         row("argmax", vec![x23()], 0, |a| lax::argmax(&a[0], 1, DType::I32)),
         row("argmin", vec![x23()], 0, |a| lax::argmin(&a[0], 0, DType::I32)),
         row("cumsum", vec![data(&[3, 4], 9, -1.0, 1.0)], 2, |a| {
             lax::mul(&lax::cumsum(&a[0], 1, false), &lax::cumsum(&a[0], 0, true))
         }),
         // ---- contractions ----
-        row("dot_general_matmul", vec![data(&[3, 4], 1, -1.0, 1.0), data(&[4, 2], 2, -1.0, 1.0)], 2, |a| {
-            lax::dot_general(&a[0], &a[1], ((&[1], &[0]), (&[], &[])))
-        }),
+        row(
+            "dot_general_matmul",
+            vec![data(&[3, 4], 1, -1.0, 1.0), data(&[4, 2], 2, -1.0, 1.0)],
+            2,
+            |a| lax::dot_general(&a[0], &a[1], ((&[1], &[0]), (&[], &[]))),
+        ),
         row(
             "dot_general_batch",
             vec![data(&[2, 3, 4], 1, -1.0, 1.0), data(&[4, 2, 5], 2, -1.0, 1.0)],
@@ -180,11 +205,16 @@ fn rows() -> Vec<Row> {
             2,
             |a| lax::dot_general(&a[0], &a[1], ((&[2, 0], &[0, 2]), (&[], &[]))),
         ),
-        row("conv2d", vec![data(&[2, 5, 5, 2], 1, -1.0, 1.0), data(&[3, 3, 2, 3], 2, -1.0, 1.0)], 2, |a| {
-            let mut p = ConvParams::new(2);
-            p.padding = vec![(1, 1), (1, 1)];
-            lax::conv_general_dilated(&a[0], &a[1], &p)
-        }),
+        row(
+            "conv2d",
+            vec![data(&[2, 5, 5, 2], 1, -1.0, 1.0), data(&[3, 3, 2, 3], 2, -1.0, 1.0)],
+            2,
+            |a| {
+                let mut p = ConvParams::new(2);
+                p.padding = vec![(1, 1), (1, 1)];
+                lax::conv_general_dilated(&a[0], &a[1], &p)
+            },
+        ),
         row(
             "conv2d_strided_dilated",
             vec![data(&[1, 7, 6, 2], 3, -1.0, 1.0), data(&[2, 3, 2, 2], 4, -1.0, 1.0)],
@@ -200,21 +230,37 @@ fn rows() -> Vec<Row> {
                 lax::conv_general_dilated(&a[0], &a[1], &p)
             },
         ),
-        row("conv1d_grouped", vec![data(&[2, 6, 4], 5, -1.0, 1.0), data(&[3, 2, 4], 6, -1.0, 1.0)], 2, |a| {
-            let mut p = ConvParams::new(1);
-            p.feature_group_count = 2;
-            p.strides = vec![2];
-            lax::conv_general_dilated(&a[0], &a[1], &p)
-        }),
-        row("conv1d_lhs_dilated", vec![data(&[1, 4, 2], 7, -1.0, 1.0), data(&[3, 2, 2], 8, -1.0, 1.0)], 2, |a| {
-            let mut p = ConvParams::new(1);
-            p.lhs_dilation = vec![2];
-            p.padding = vec![(2, 2)];
-            lax::conv_general_dilated(&a[0], &a[1], &p)
-        }),
+        row(
+            "conv1d_grouped",
+            vec![data(&[2, 6, 4], 5, -1.0, 1.0), data(&[3, 2, 4], 6, -1.0, 1.0)],
+            2,
+            |a| {
+                let mut p = ConvParams::new(1);
+                p.feature_group_count = 2;
+                p.strides = vec![2];
+                lax::conv_general_dilated(&a[0], &a[1], &p)
+            },
+        ),
+        row(
+            "conv1d_lhs_dilated",
+            vec![data(&[1, 4, 2], 7, -1.0, 1.0), data(&[3, 2, 2], 8, -1.0, 1.0)],
+            2,
+            |a| {
+                let mut p = ConvParams::new(1);
+                p.lhs_dilation = vec![2];
+                p.padding = vec![(2, 2)];
+                lax::conv_general_dilated(&a[0], &a[1], &p)
+            },
+        ),
         // ---- windows ----
         row("reduce_window_sum", vec![data(&[1, 5, 5, 2], 1, -1.0, 1.0)], 2, |a| {
-            lax::reduce_window(&a[0], WindowKind::Sum, &[1, 3, 3, 1], &[1, 2, 2, 1], &[(0, 0), (1, 1), (0, 1), (0, 0)])
+            lax::reduce_window(
+                &a[0],
+                WindowKind::Sum,
+                &[1, 3, 3, 1],
+                &[1, 2, 2, 1],
+                &[(0, 0), (1, 1), (0, 1), (0, 0)],
+            )
         }),
         row("reduce_window_max", vec![data(&[1, 4, 4, 2], 2, -1.0, 1.0)], 2, |a| {
             lax::reduce_window(&a[0], WindowKind::Max, &[1, 2, 2, 1], &[1, 2, 2, 1], &[(0, 0); 4])
@@ -235,11 +281,24 @@ fn rows() -> Vec<Row> {
             lax::slice(&lax::sin(&a[0]), &[1, 0], &[5, 5], Some(&[2, 3]))
         }),
         row("dynamic_slice", vec![data(&[5, 6], 2, -1.0, 1.0)], 2, |a| {
-            lax::dynamic_slice(&lax::sin(&a[0]), &[Array::scalar(1i32), Array::scalar(4i32)], &[2, 3])
+            lax::dynamic_slice(
+                &lax::sin(&a[0]),
+                &[Array::scalar(1i32), Array::scalar(4i32)],
+                &[2, 3],
+            )
         }),
-        row("dynamic_update_slice", vec![data(&[5, 6], 3, -1.0, 1.0), data(&[2, 2], 4, -1.0, 1.0)], 2, |a| {
-            lax::dynamic_update_slice(&lax::sin(&a[0]), &lax::mul(&a[1], &a[1]), &[Array::scalar(3i32), Array::scalar(1i32)])
-        }),
+        row(
+            "dynamic_update_slice",
+            vec![data(&[5, 6], 3, -1.0, 1.0), data(&[2, 2], 4, -1.0, 1.0)],
+            2,
+            |a| {
+                lax::dynamic_update_slice(
+                    &lax::sin(&a[0]),
+                    &lax::mul(&a[1], &a[1]),
+                    &[Array::scalar(3i32), Array::scalar(1i32)],
+                )
+            },
+        ),
         row("concatenate", vec![x23(), data(&[2, 2], 5, -1.0, 1.0)], 2, |a| {
             lax::concatenate(&[lax::sin(&a[0]), lax::mul(&a[1], &a[1])], 1)
         }),
@@ -252,9 +311,20 @@ fn rows() -> Vec<Row> {
         row("gather_batched", vec![data(&[2, 4, 3], 7, -1.0, 1.0)], 2, |a| {
             lax::gather(&lax::sin(&a[0]), &ints(&[3, 0, 1, 1, 2, 0], &[2, 3]), 1, 1)
         }),
-        row("scatter_add", vec![data(&[4, 3], 8, -1.0, 1.0), data(&[3, 3], 9, -1.0, 1.0)], 2, |a| {
-            lax::scatter_add(&lax::sin(&a[0]), &ints(&[1, 3, 1], &[3]), &lax::mul(&a[1], &a[1]), 0, 0)
-        }),
+        row(
+            "scatter_add",
+            vec![data(&[4, 3], 8, -1.0, 1.0), data(&[3, 3], 9, -1.0, 1.0)],
+            2,
+            |a| {
+                lax::scatter_add(
+                    &lax::sin(&a[0]),
+                    &ints(&[1, 3, 1], &[3]),
+                    &lax::mul(&a[1], &a[1]),
+                    0,
+                    0,
+                )
+            },
+        ),
         row("scatter", vec![data(&[4, 3], 8, -1.0, 1.0), data(&[2, 3], 9, -1.0, 1.0)], 2, |a| {
             lax::scatter(&lax::sin(&a[0]), &ints(&[2, 0], &[2]), &lax::mul(&a[1], &a[1]), 0, 0)
         }),
@@ -282,7 +352,12 @@ fn every_row_typechecks_and_evaluates() {
         jaxpr.typecheck().unwrap_or_else(|e| panic!("{}: {e}\n{jaxpr}", r.name));
         let eager = (r.f)(&r.args);
         let staged = jaxpr.eval(&r.args).unwrap_or_else(|e| panic!("{}: {e}", r.name));
-        assert_eq!(eager.to_bytes(), staged[0].to_bytes(), "{}: jaxpr eval differs from eager", r.name);
+        assert_eq!(
+            eager.to_bytes(),
+            staged[0].to_bytes(),
+            "{}: jaxpr eval differs from eager",
+            r.name
+        );
     }
 }
 
@@ -299,7 +374,12 @@ fn every_differentiable_row_passes_check_grads_to_order_2() {
             failures.push(format!("row `{}`: {msg}", r.name));
         }
     }
-    assert!(failures.is_empty(), "{} rows failed check_grads:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} rows failed check_grads:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

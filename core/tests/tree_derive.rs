@@ -84,25 +84,15 @@ fn linear(n_in: usize, n_out: usize, bias: bool, activation: &str) -> Linear {
 }
 
 fn mlp() -> Mlp {
-    Mlp {
-        layers: vec![linear(2, 3, true, "relu"), linear(3, 1, false, "none")],
-    }
+    Mlp { layers: vec![linear(2, 3, true, "relu"), linear(3, 1, false, "none")] }
 }
 
 fn model() -> Model {
-    Model {
-        encoder: mlp(),
-        dropout: 0.1,
-        head: linear(1, 4, true, "tanh"),
-        name: "m",
-    }
+    Model { encoder: mlp(), dropout: 0.1, head: linear(1, 4, true, "tanh"), name: "m" }
 }
 
 fn paths<T: Tree>(t: &T) -> Vec<String> {
-    tree::leaves_with_path(t)
-        .into_iter()
-        .map(|(p, _)| p.to_string())
-        .collect()
+    tree::leaves_with_path(t).into_iter().map(|(p, _)| p.to_string()).collect()
 }
 
 fn shapes<T: Tree>(t: &T) -> Vec<Vec<usize>> {
@@ -188,18 +178,11 @@ fn option_field_none_and_some() {
 #[test]
 fn nested_structs_and_vec_key_paths() {
     let m = mlp();
-    assert_eq!(
-        paths(&m),
-        ["layers.0.weight", "layers.0.bias", "layers.1.weight"]
-    );
+    assert_eq!(paths(&m), ["layers.0.weight", "layers.0.bias", "layers.1.weight"]);
     let (path, _) = &tree::leaves_with_path(&m)[1];
     assert_eq!(
         path,
-        &KeyPath(vec![
-            KeyEntry::Field("layers"),
-            KeyEntry::Index(0),
-            KeyEntry::Field("bias")
-        ])
+        &KeyPath(vec![KeyEntry::Field("layers"), KeyEntry::Index(0), KeyEntry::Field("bias")])
     );
     assert_round_trip(&m);
 
@@ -214,18 +197,8 @@ fn nested_structs_and_vec_key_paths() {
             "head.bias",
         ]
     );
-    assert_eq!(
-        shapes(&big),
-        [vec![2, 3], vec![3], vec![3, 1], vec![1, 4], vec![4]]
-    );
-    let TreeDef::Node {
-        kind,
-        statics,
-        children,
-    } = big.def()
-    else {
-        panic!("not a node")
-    };
+    assert_eq!(shapes(&big), [vec![2, 3], vec![3], vec![3, 1], vec![1, 4], vec![4]]);
+    let TreeDef::Node { kind, statics, children } = big.def() else { panic!("not a node") };
     assert_eq!(kind, "Model");
     assert_eq!(statics, format!("{:?}", (0.1f32, "m")));
     let keys: Vec<_> = children.iter().map(|(k, _)| k.clone()).collect();
@@ -239,10 +212,7 @@ fn leaves_unflatten_map_and_zip_map() {
     let leaves = tree::leaves(&m);
     assert_eq!(leaves.len(), 5);
     assert_eq!(leaves[1].to_vec::<f32>(), [6.0, 7.0, 8.0]);
-    assert_eq!(
-        m.head.bias.as_ref().unwrap().to_vec::<f32>(),
-        [16.0, 17.0, 18.0, 19.0]
-    );
+    assert_eq!(m.head.bias.as_ref().unwrap().to_vec::<f32>(), [16.0, 17.0, 18.0, 19.0]);
 
     // unflatten puts the leaves back in canonical order.
     let mut reversed = leaves.clone();
@@ -259,12 +229,8 @@ fn leaves_unflatten_map_and_zip_map() {
 
     // zip_map pairs corresponding leaves: keep the larger element.
     let max = tree::zip_map(&m, &ones, |a, b| {
-        let v: Vec<f32> = a
-            .to_vec::<f32>()
-            .iter()
-            .zip(b.to_vec::<f32>())
-            .map(|(x, y)| x.max(y))
-            .collect();
+        let v: Vec<f32> =
+            a.to_vec::<f32>().iter().zip(b.to_vec::<f32>()).map(|(x, y)| x.max(y)).collect();
         Array::from_vec(v, a.shape())
     });
     let expected: Vec<f32> = (0..20).map(|i| (i as f32).max(1.0)).collect();
@@ -292,15 +258,9 @@ fn def_equality_follows_structure_and_statics() {
     assert_eq!(mlp().def(), mlp().def());
     // Leaf values and shapes are not part of the structure.
     assert_eq!(numbered(&mlp()).def(), mlp().def());
-    assert_eq!(
-        linear(5, 7, true, "relu").def(),
-        linear(2, 3, true, "relu").def()
-    );
+    assert_eq!(linear(5, 7, true, "relu").def(), linear(2, 3, true, "relu").def());
     // A different static field is a different structure.
-    assert_ne!(
-        linear(2, 3, true, "relu").def(),
-        linear(2, 3, true, "gelu").def()
-    );
+    assert_ne!(linear(2, 3, true, "relu").def(), linear(2, 3, true, "gelu").def());
     let mut other = model();
     other.dropout = 0.2;
     assert_ne!(other.def(), model().def());
@@ -312,20 +272,9 @@ fn def_equality_follows_structure_and_statics() {
 
 #[test]
 fn tuple_struct() {
-    let t = Tuple(
-        Array::ones([2]),
-        7,
-        vec![Array::zeros([3]), Array::ones([1, 1])],
-    );
+    let t = Tuple(Array::ones([2]), 7, vec![Array::zeros([3]), Array::ones([1, 1])]);
     assert_eq!(paths(&t), ["0", "2.0", "2.1"]);
-    let TreeDef::Node {
-        kind,
-        statics,
-        children,
-    } = t.def()
-    else {
-        panic!("not a node")
-    };
+    let TreeDef::Node { kind, statics, children } = t.def() else { panic!("not a node") };
     assert_eq!(kind, "Tuple");
     assert_eq!(statics, "(7,)");
     let keys: Vec<_> = children.into_iter().map(|(k, _)| k).collect();
@@ -344,39 +293,25 @@ fn unit_struct() {
     assert!(tree::leaves(&Unit).is_empty());
     assert_eq!(
         Unit.def(),
-        TreeDef::Node {
-            kind: "Unit",
-            statics: String::new(),
-            children: vec![]
-        }
+        TreeDef::Node { kind: "Unit", statics: String::new(), children: vec![] }
     );
     let _: Unit = tree::unflatten(&Unit, vec![]);
 }
 
 #[test]
 fn generic_struct() {
-    let p = Pair {
-        first: Array::ones([2]),
-        second: Array::zeros([3]),
-    };
+    let p = Pair { first: Array::ones([2]), second: Array::zeros([3]) };
     assert_eq!(paths(&p), ["first", "second"]);
     assert_round_trip(&p);
 
-    let nested = Pair {
-        first: mlp(),
-        second: mlp(),
-    };
+    let nested = Pair { first: mlp(), second: mlp() };
     assert_eq!(nested.def().num_leaves(), 6);
     assert_eq!(paths(&nested)[3], "second.layers.0.weight");
     assert_round_trip(&nested);
     // `Pair<Array>` and `Pair<Mlp>` have different structures.
     assert_ne!(
         p.def(),
-        Pair {
-            first: linear(1, 1, false, "a"),
-            second: linear(1, 1, false, "a")
-        }
-        .def()
+        Pair { first: linear(1, 1, false, "a"), second: linear(1, 1, false, "a") }.def()
     );
 
     let g: Generic<'_, Array, (u8, bool), 2> = Generic {
@@ -386,13 +321,8 @@ fn generic_struct() {
         marker: PhantomData,
     };
     assert_eq!(paths(&g), ["items.0", "items.1"]);
-    let TreeDef::Node { statics, .. } = g.def() else {
-        panic!("not a node")
-    };
-    assert_eq!(
-        statics,
-        r#"((3, true), "g", PhantomData<fn() -> kiln::array::Array>)"#
-    );
+    let TreeDef::Node { statics, .. } = g.def() else { panic!("not a node") };
+    assert_eq!(statics, r#"((3, true), "g", PhantomData<fn() -> kiln::array::Array>)"#);
     let z = tree::map(&g, |x| Array::zeros(x.shape()));
     assert_eq!(z.config, (3, true));
     assert_eq!(z.label, "g");
@@ -402,62 +332,35 @@ fn generic_struct() {
 #[test]
 fn enums() {
     let dense = Layer::Dense(linear(2, 2, true, "relu"));
-    let norm = Layer::Norm {
-        scale: Array::ones([4]),
-        eps: 1e-5,
-        shift: Array::zeros([4]),
-    };
+    let norm = Layer::Norm { scale: Array::ones([4]), eps: 1e-5, shift: Array::zeros([4]) };
     let identity = Layer::Identity;
 
     assert_eq!(paths(&dense), ["0.weight", "0.bias"]);
     assert_eq!(paths(&norm), ["scale", "shift"]);
     assert!(paths(&identity).is_empty());
 
-    let TreeDef::Node {
-        kind,
-        statics,
-        children,
-    } = norm.def()
-    else {
-        panic!("not a node")
-    };
+    let TreeDef::Node { kind, statics, children } = norm.def() else { panic!("not a node") };
     assert_eq!(kind, "Layer::Norm");
     assert_eq!(statics, format!("{:?}", (1e-5f64,)));
     assert_eq!(
         children,
-        [
-            (KeyEntry::Field("scale"), TreeDef::Leaf),
-            (KeyEntry::Field("shift"), TreeDef::Leaf)
-        ]
+        [(KeyEntry::Field("scale"), TreeDef::Leaf), (KeyEntry::Field("shift"), TreeDef::Leaf)]
     );
     assert_eq!(
         identity.def(),
-        TreeDef::Node {
-            kind: "Layer::Identity",
-            statics: String::new(),
-            children: vec![]
-        }
+        TreeDef::Node { kind: "Layer::Identity", statics: String::new(), children: vec![] }
     );
-    let TreeDef::Node { kind, .. } = dense.def() else {
-        panic!("not a node")
-    };
+    let TreeDef::Node { kind, .. } = dense.def() else { panic!("not a node") };
     assert_eq!(kind, "Layer::Dense");
 
     // with_leaves rebuilds the same variant.
-    let rebuilt = tree::unflatten(
-        &norm,
-        vec![Array::from_vec(vec![2.0f32; 4], [4]), Array::ones([4])],
-    );
-    let Layer::Norm { scale, eps, shift } = &rebuilt else {
-        panic!("wrong variant")
-    };
+    let rebuilt =
+        tree::unflatten(&norm, vec![Array::from_vec(vec![2.0f32; 4], [4]), Array::ones([4])]);
+    let Layer::Norm { scale, eps, shift } = &rebuilt else { panic!("wrong variant") };
     assert_eq!(scale.to_vec::<f32>(), [2.0; 4]);
     assert_eq!(shift.to_vec::<f32>(), [1.0; 4]);
     assert_eq!(*eps, 1e-5);
-    assert!(matches!(
-        tree::unflatten(&identity, vec![]),
-        Layer::Identity
-    ));
+    assert!(matches!(tree::unflatten(&identity, vec![]), Layer::Identity));
     let Layer::Dense(l) = tree::map(&dense, |x| Array::zeros(x.shape())) else {
         panic!("wrong variant")
     };
@@ -465,27 +368,18 @@ fn enums() {
 
     // Different variants, or different statics, are different structures.
     assert_ne!(dense.def(), norm.def());
-    let other_eps = Layer::Norm {
-        scale: Array::ones([4]),
-        eps: 1e-6,
-        shift: Array::zeros([4]),
-    };
+    let other_eps = Layer::Norm { scale: Array::ones([4]), eps: 1e-6, shift: Array::zeros([4]) };
     assert_ne!(other_eps.def(), norm.def());
 
     let layers = vec![dense, norm, identity];
-    assert_eq!(
-        paths(&layers),
-        ["0.0.weight", "0.0.bias", "1.scale", "1.shift"]
-    );
+    assert_eq!(paths(&layers), ["0.0.weight", "0.0.bias", "1.scale", "1.shift"]);
     assert_round_trip(&layers);
 }
 
 #[test]
 fn empty_enum_and_raw_identifiers() {
     let _ = |n: &Never| n.def();
-    let r = Raw {
-        r#type: Array::ones([1]),
-    };
+    let r = Raw { r#type: Array::ones([1]) };
     assert_eq!(paths(&r), ["type"]);
     assert_round_trip(&r);
 }
@@ -519,21 +413,12 @@ fn crate_doc_example() {
                 bias: Some(Array::zeros([3])),
                 activation: "relu",
             },
-            Linear {
-                weight: Array::ones([3, 1]),
-                bias: None,
-                activation: "none",
-            },
+            Linear { weight: Array::ones([3, 1]), bias: None, activation: "none" },
         ],
     };
-    let paths: Vec<String> = tree::leaves_with_path(&mlp)
-        .into_iter()
-        .map(|(p, _)| p.to_string())
-        .collect();
-    assert_eq!(
-        paths,
-        ["layers.0.weight", "layers.0.bias", "layers.1.weight"]
-    );
+    let paths: Vec<String> =
+        tree::leaves_with_path(&mlp).into_iter().map(|(p, _)| p.to_string()).collect();
+    assert_eq!(paths, ["layers.0.weight", "layers.0.bias", "layers.1.weight"]);
 
     // Rebuild a model of the same type from new leaves.
     let zeros = tree::map(&mlp, |x| Array::zeros(x.shape()));

@@ -119,9 +119,7 @@ use syn::{
 #[proc_macro_derive(Tree, attributes(tree))]
 pub fn derive_tree(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand(&input)
-        .unwrap_or_else(Error::into_compile_error)
-        .into()
+    expand(&input).unwrap_or_else(Error::into_compile_error).into()
 }
 
 const ATTR_HELP: &str = "the only accepted form is `#[tree(static)]`";
@@ -186,11 +184,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     where_clause.predicates.extend(bounds(input, &shapes));
 
     // `match *self {}` is the only way to write the body for an enum without variants.
-    let scrutinee = if shapes.is_empty() {
-        quote!(*self)
-    } else {
-        quote!(self)
-    };
+    let scrutinee = if shapes.is_empty() { quote!(*self) } else { quote!(self) };
 
     Ok(quote! {
         #[automatically_derived]
@@ -289,10 +283,7 @@ fn parse_field_attrs(attrs: &[Attribute]) -> syn::Result<bool> {
             });
         }
         if is_static {
-            return Err(Error::new_spanned(
-                attr,
-                "duplicate `#[tree(static)]` attribute",
-            ));
+            return Err(Error::new_spanned(attr, "duplicate `#[tree(static)]` attribute"));
         }
         is_static = true;
     }

@@ -217,7 +217,7 @@ impl Storage {
     /// Builds storage from little-endian bytes; `None` if the length is not a multiple of
     /// the element size.
     pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Option<Storage> {
-        if bytes.len() % dtype.size_in_bytes() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size_in_bytes()) {
             return None;
         }
         fn cast<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
@@ -236,4 +236,3 @@ impl Storage {
         })
     }
 }
-

@@ -214,7 +214,9 @@ pub fn abstract_eval(prim: &Prim, ins: &[Aval]) -> Result<Vec<Aval>> {
                 if !ok {
                     return Err(Error::shape(
                         name,
-                        format!("cannot broadcast into {shape:?} with broadcast_dimensions {dims:?}"),
+                        format!(
+                            "cannot broadcast into {shape:?} with broadcast_dimensions {dims:?}"
+                        ),
                         ins,
                     ));
                 }
@@ -303,7 +305,9 @@ pub fn abstract_eval(prim: &Prim, ins: &[Aval]) -> Result<Vec<Aval>> {
             rall.extend(rhs_batch);
             check_axes(prim, ins, &lall, l.ndim())?;
             check_axes(prim, ins, &rall, r.ndim())?;
-            for (&a, &b) in lhs_contract.iter().zip(rhs_contract).chain(lhs_batch.iter().zip(rhs_batch)) {
+            for (&a, &b) in
+                lhs_contract.iter().zip(rhs_contract).chain(lhs_batch.iter().zip(rhs_batch))
+            {
                 if l.shape[a] != r.shape[b] {
                     return Err(Error::shape(
                         name,
@@ -491,7 +495,11 @@ pub fn abstract_eval(prim: &Prim, ins: &[Aval]) -> Result<Vec<Aval>> {
                 let d = a.shape[i] as i64;
                 let s = lo[i] + hi[i] + d + (d - 1).max(0) * interior[i] as i64;
                 if s < 0 {
-                    return Err(Error::shape(name, format!("dim {i} padded to negative size"), ins));
+                    return Err(Error::shape(
+                        name,
+                        format!("dim {i} padded to negative size"),
+                        ins,
+                    ));
                 }
                 shape.push(s as usize);
             }

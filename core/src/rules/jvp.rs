@@ -42,7 +42,12 @@ fn linear(prim: &Prim, xs: &[Array], ts: &[Tangent], lin: &[usize]) -> Result<Jv
 }
 
 /// Unary rule `y = f(x)`, `y_dot = x_dot * df(x, y)`.
-fn unary(prim: &Prim, xs: &[Array], ts: &[Tangent], df: impl FnOnce(&Array, &Array) -> Array) -> Result<JvpOut> {
+fn unary(
+    prim: &Prim,
+    xs: &[Array],
+    ts: &[Tangent],
+    df: impl FnOnce(&Array, &Array) -> Array,
+) -> Result<JvpOut> {
     let y = primal(prim, xs)?.swap_remove(0);
     let t = ts[0].map(y.aval(), |t| lax::mul(t, &df(&xs[0], &y)));
     one(y, t)
@@ -54,8 +59,11 @@ fn zero_out(prim: &Prim, xs: &[Array]) -> Result<JvpOut> {
     Ok((ys, zs))
 }
 
-/// `sum_i t_i * coef_i` over the non-zero tangents.
-fn combine(aval: &Aval, terms: Vec<(Tangent, Box<dyn FnOnce(&Array) -> Array + '_>)>) -> Tangent {
+/// A tangent with the linear map to apply to it.
+type Term<'a> = (Tangent, Box<dyn FnOnce(&Array) -> Array + 'a>);
+
+/// `sum_i f_i(t_i)` over the non-zero tangents.
+fn combine(aval: &Aval, terms: Vec<Term<'_>>) -> Tangent {
     let mut acc = Tangent::Zero(aval.clone());
     for (t, f) in terms {
         if let Tangent::Value(t) = t {
@@ -125,10 +133,23 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
     use Prim::*;
     match prim {
         // ---- linear ----
-        Neg | Reshape { .. } | Transpose { .. } | Rev { .. } | Squeeze { .. }
-        | ExpandDims { .. } | BroadcastInDim { .. } | ReduceSum { .. } | Cumsum { .. }
-        | Slice { .. } | Add | Sub | Concatenate { .. } | Pad { .. }
-        | DynamicUpdateSlice | Scatter { .. } | ScatterAdd { .. } => {
+        Neg
+        | Reshape { .. }
+        | Transpose { .. }
+        | Rev { .. }
+        | Squeeze { .. }
+        | ExpandDims { .. }
+        | BroadcastInDim { .. }
+        | ReduceSum { .. }
+        | Cumsum { .. }
+        | Slice { .. }
+        | Add
+        | Sub
+        | Concatenate { .. }
+        | Pad { .. }
+        | DynamicUpdateSlice
+        | Scatter { .. }
+        | ScatterAdd { .. } => {
             let lin: Vec<usize> = match prim {
                 DynamicUpdateSlice => vec![0, 1],
                 Scatter { .. } | ScatterAdd { .. } => vec![0, 2],
@@ -136,7 +157,9 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
             };
             linear(prim, xs, ts, &lin)
         }
-        DynamicSlice { .. } | Gather { .. } | SelectAndGatherAdd { .. }
+        DynamicSlice { .. }
+        | Gather { .. }
+        | SelectAndGatherAdd { .. }
         | SelectAndScatterAdd { .. } => linear(prim, xs, ts, &[0]),
         ReduceWindow { kind: WindowKind::Sum, .. } => linear(prim, xs, ts, &[0]),
         ConvertElementType { dtype } => {
@@ -149,10 +172,30 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
         Select => linear(prim, xs, ts, &[1, 2]),
 
         // ---- piecewise constant or non-float ----
-        Sign | Floor | Ceil | Round | IsFinite | Not | And | Or | Xor | ShiftLeft
-        | ShiftRightLogical | ShiftRightArithmetic | Eq | Ne | Lt | Le | Gt | Ge
-        | ArgMax { .. } | ArgMin { .. } | Iota { .. } | Threefry2x32
-        | BitcastConvertType { .. } | StopGradient => zero_out(prim, xs),
+        Sign
+        | Floor
+        | Ceil
+        | Round
+        | IsFinite
+        | Not
+        | And
+        | Or
+        | Xor
+        | ShiftLeft
+        | ShiftRightLogical
+        | ShiftRightArithmetic
+        | Eq
+        | Ne
+        | Lt
+        | Le
+        | Gt
+        | Ge
+        | ArgMax { .. }
+        | ArgMin { .. }
+        | Iota { .. }
+        | Threefry2x32
+        | BitcastConvertType { .. }
+        | StopGradient => zero_out(prim, xs),
 
         // ---- unary ----
         Exp => unary(prim, xs, ts, |_, y| y.clone()),
@@ -200,16 +243,18 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
         }
         Div => {
             let y = primal(prim, xs)?.swap_remove(0);
-            let (a, b) = (&xs[0], &xs[1]);
+            let b = &xs[1];
             let yy = y.clone();
             let t = combine(
                 y.aval(),
                 vec![
                     (ts[0].clone(), Box::new(|t: &Array| lax::div(t, b))),
-                    (ts[1].clone(), Box::new(move |t: &Array| lax::neg(&lax::div(&lax::mul(t, &yy), b)))),
+                    (
+                        ts[1].clone(),
+                        Box::new(move |t: &Array| lax::neg(&lax::div(&lax::mul(t, &yy), b))),
+                    ),
                 ],
             );
-            let _ = a;
             one(y, t)
         }
         Rem => {
@@ -268,8 +313,14 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
             let t = combine(
                 y.aval(),
                 vec![
-                    (ts[0].clone(), Box::new(move |t: &Array| lax::mul(t, &balanced_eq(a, &yy, b)))),
-                    (ts[1].clone(), Box::new(move |t: &Array| lax::mul(t, &balanced_eq(b, &yy2, a)))),
+                    (
+                        ts[0].clone(),
+                        Box::new(move |t: &Array| lax::mul(t, &balanced_eq(a, &yy, b))),
+                    ),
+                    (
+                        ts[1].clone(),
+                        Box::new(move |t: &Array| lax::mul(t, &balanced_eq(b, &yy2, a))),
+                    ),
                 ],
             );
             one(y, t)

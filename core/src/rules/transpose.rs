@@ -26,11 +26,9 @@ fn zeros(aval: &Aval) -> Array {
 fn unbroadcast(ct: &Array, in_aval: &Aval, dims: &[usize]) -> Array {
     let out_nd = ct.ndim();
     let mut sum_axes: Vec<usize> = (0..out_nd).filter(|d| !dims.contains(d)).collect();
-    let mut keep_one = Vec::new();
     for (i, &d) in dims.iter().enumerate() {
         if in_aval.shape[i] == 1 && ct.shape()[d] != 1 {
             sum_axes.push(d);
-            keep_one.push(d);
         }
     }
     sum_axes.sort_unstable();
@@ -95,9 +93,9 @@ fn conv_transpose_lhs(ct: &Array, lhs_aval: &Aval, rhs: &Array, p: &ConvParams) 
     let w = lax::reshape(&w, &s2);
     let w = lax::rev(&w, &(0..ns).collect::<Vec<_>>());
     let mut padding = Vec::with_capacity(ns);
-    for i in 0..ns {
+    for (i, &ki) in k.iter().enumerate() {
         let lhs_d = dilate(lhs_aval.shape[1 + i], p.lhs_dilation[i]);
-        let rhs_d = dilate(k[i], p.rhs_dilation[i]);
+        let rhs_d = dilate(ki, p.rhs_dilation[i]);
         let out_d = dilate(ct.shape()[1 + i], p.strides[i]);
         let before = rhs_d - p.padding[i].0 - 1;
         let after = lhs_d + rhs_d - 1 - out_d - before;
@@ -126,9 +124,9 @@ fn conv_transpose_rhs_group(ct: &Array, lhs: &Array, k: &[usize], p: &ConvParams
     cperm.extend([0, nd - 1]);
     let c = lax::transpose(ct, &cperm);
     let mut padding = Vec::with_capacity(ns);
-    for i in 0..ns {
+    for (i, &ki) in k.iter().enumerate() {
         let lhs_d = dilate(lhs.shape()[1 + i], p.lhs_dilation[i]);
-        let rhs_d = dilate(k[i], p.rhs_dilation[i]);
+        let rhs_d = dilate(ki, p.rhs_dilation[i]);
         let out_d = dilate(ct.shape()[1 + i], p.strides[i]);
         let lo = p.padding[i].0;
         let hi = (out_d - lhs_d) + (rhs_d - lo - 1);
@@ -176,7 +174,12 @@ fn conv_transpose_rhs(ct: &Array, lhs: &Array, rhs_aval: &Aval, p: &ConvParams) 
 }
 
 /// Applies the transpose rule of `prim`.
-pub fn transpose(prim: &Prim, cts: &[Tangent], args: &[Option<Array>], in_avals: &[Aval]) -> Result<Cts> {
+pub fn transpose(
+    prim: &Prim,
+    cts: &[Tangent],
+    args: &[Option<Array>],
+    in_avals: &[Aval],
+) -> Result<Cts> {
     use Prim::*;
     let lin = |i: usize| args[i].is_none();
     // Single-output primitives: the output cotangent (zeros if symbolic).
@@ -225,14 +228,13 @@ pub fn transpose(prim: &Prim, cts: &[Tangent], args: &[Option<Array>], in_avals:
                 some_if(2, &|| lax::select(pred, &z, &c)),
             ]
         }
-        Slice { start, limit, strides } => {
+        Slice { start, strides, .. } => {
             let c = ct();
             let zero = Array::scalar_of(0.0, c.dtype());
             let cfg: Vec<(i64, i64, usize)> = (0..start.len())
                 .map(|i| {
                     let n = c.shape()[i];
                     let last = if n == 0 { start[i] } else { start[i] + (n - 1) * strides[i] + 1 };
-                    let _ = limit;
                     (start[i] as i64, (in_avals[0].shape[i] - last) as i64, strides[i] - 1)
                 })
                 .collect();
@@ -252,8 +254,7 @@ pub fn transpose(prim: &Prim, cts: &[Tangent], args: &[Option<Array>], in_avals:
                 (0..nd).map(|i| ((-lo[i]).max(0), (-hi[i]).max(0), 0)).collect();
             let t = lax::pad(&c, &zero, &unc);
             let start: Vec<usize> = (0..nd).map(|i| lo[i].max(0) as usize).collect();
-            let limit: Vec<usize> =
-                (0..nd).map(|i| t.shape()[i] - hi[i].max(0) as usize).collect();
+            let limit: Vec<usize> = (0..nd).map(|i| t.shape()[i] - hi[i].max(0) as usize).collect();
             let strides: Vec<usize> = interior.iter().map(|s| s + 1).collect();
             let ct_x = lax::slice(&t, &start, &limit, Some(&strides));
             let all: Vec<usize> = (0..nd).collect();
@@ -353,7 +354,8 @@ pub fn transpose(prim: &Prim, cts: &[Tangent], args: &[Option<Array>], in_avals:
             vec![Some(lax::select_and_gather_add(&ct(), x, window, strides, padding)), None]
         }
         DynamicSlice { .. } => {
-            let idx: Vec<Array> = args[1..].iter().map(|a| a.clone().expect("indices known")).collect();
+            let idx: Vec<Array> =
+                args[1..].iter().map(|a| a.clone().expect("indices known")).collect();
             vec![Some(lax::dynamic_update_slice(&zeros(&in_avals[0]), &ct(), &idx))]
                 .into_iter()
                 .chain(std::iter::repeat_n(None, idx.len()))
@@ -361,7 +363,8 @@ pub fn transpose(prim: &Prim, cts: &[Tangent], args: &[Option<Array>], in_avals:
         }
         DynamicUpdateSlice => {
             let c = ct();
-            let idx: Vec<Array> = args[2..].iter().map(|a| a.clone().expect("indices known")).collect();
+            let idx: Vec<Array> =
+                args[2..].iter().map(|a| a.clone().expect("indices known")).collect();
             let ct_x = some_if(0, &|| lax::dynamic_update_slice(&c, &zeros(&in_avals[1]), &idx));
             let ct_u = some_if(1, &|| lax::dynamic_slice(&c, &idx, &in_avals[1].shape));
             [ct_x, ct_u].into_iter().chain(std::iter::repeat_n(None, idx.len())).collect()

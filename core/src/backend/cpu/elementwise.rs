@@ -179,7 +179,7 @@ pub(super) trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ident, $erf:path) => {
+    ($t:ident, $erf:path, $ln:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -191,7 +191,7 @@ macro_rules! impl_real {
             }
             #[inline(always)]
             fn ln(self) -> Self {
-                $t::ln(self)
+                $ln(self)
             }
             #[inline(always)]
             fn ln_1p(self) -> Self {
@@ -253,8 +253,10 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, libm::erff);
-impl_real!(f64, libm::erf);
+// f32 `log` follows XLA's CPU polynomial so that random streams built on it (gumbel,
+// categorical) match JAX bit for bit.
+impl_real!(f32, libm::erff, xla_log_f32);
+impl_real!(f64, libm::erf, f64::ln);
 
 /// NaN-propagating maximum.
 #[inline(always)]
@@ -706,9 +708,11 @@ fn sign_float<T: Real>(x: T) -> T {
 }
 
 /// `x^y` by repeated squaring, multiplying in the same order as JAX's `integer_pow`
-/// lowering; negative `y` takes the reciprocal at the end.
+/// lowering; negative `y` takes the reciprocal at the end. `rnd` rounds each product to
+/// the storage type (the identity for `f32`/`f64`; for halves it makes every step round
+/// to the half type, as JAX's evaluation in that type does).
 #[inline(always)]
-fn powi_float<T: Real>(x: T, y: i32) -> T {
+fn powi_float<T: Real>(x: T, y: i32, rnd: impl Fn(T) -> T) -> T {
     let mut n = y.unsigned_abs();
     let mut base = x;
     let mut acc: Option<T> = None;
@@ -716,12 +720,12 @@ fn powi_float<T: Real>(x: T, y: i32) -> T {
         if n & 1 == 1 {
             acc = Some(match acc {
                 None => base,
-                Some(a) => a * base,
+                Some(a) => rnd(a * base),
             });
         }
         n >>= 1;
         if n > 0 {
-            base = base * base;
+            base = rnd(base * base);
         }
     }
     match acc {
@@ -837,7 +841,7 @@ where
         Prim::Erf => m!(|a| a.erf()),
         Prim::IntegerPow { y } => {
             let y = *y;
-            m!(|a| powi_float(a, y))
+            m!(|a| powi_float(a, y, |v| ld(st(v))))
         }
         _ => unsupported(prim, S::DTYPE),
     }
@@ -1402,6 +1406,18 @@ mod tests {
         assert_eq!(unary(&Prim::IsFinite, &fin), Storage::Bool(vec![true, false, false]));
         let fin = Storage::F32(vec![1.0, f32::NEG_INFINITY, f32::NAN]);
         assert_eq!(unary(&Prim::IsFinite, &fin), Storage::Bool(vec![true, false, false]));
+    }
+
+    #[test]
+    fn integer_pow_halves_round_every_step() {
+        // Values from JAX 0.10.2: 300^2 overflows f16 before the reciprocal, so the
+        // result is 0; bf16 products round after each multiplication.
+        let h = Storage::F16(vec![f16::from_f32(300.0), f16::from_f32(1.1)]);
+        let y = unary(&Prim::IntegerPow { y: -2 }, &h);
+        assert_eq!(y, Storage::F16(vec![f16::ZERO, f16::from_bits(15006)]));
+        let b = Storage::BF16([0x3F84, 0x3F89, 0x3F8D].map(bf16::from_bits).to_vec());
+        let y = unary(&Prim::IntegerPow { y: 5 }, &b);
+        assert_eq!(y, Storage::BF16([0x3F94, 0x3FB5, 0x3FCF].map(bf16::from_bits).to_vec()));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! 32×32 tiles so that both reads and writes stay in cache. Large outputs are split into
 //! chunks of whole rows that rayon copies in parallel.
 
-use super::elementwise::{CHUNK, build};
 use super::Operand;
+use super::elementwise::{CHUNK, build};
 use crate::backend::{Storage, StorageElement};
 use crate::dtype::{DType, Element};
 use crate::with_storage;

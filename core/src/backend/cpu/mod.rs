@@ -38,8 +38,27 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
     use Prim::*;
     let out = &outs[0];
     match prim {
-        Neg | Exp | Log | Log1p | Expm1 | Sin | Cos | Tanh | Logistic | Sqrt | Rsqrt | Abs
-        | Sign | Floor | Ceil | Round | Erf | ErfInv | IsFinite | Not | IntegerPow { .. }
+        Neg
+        | Exp
+        | Log
+        | Log1p
+        | Expm1
+        | Sin
+        | Cos
+        | Tanh
+        | Logistic
+        | Sqrt
+        | Rsqrt
+        | Abs
+        | Sign
+        | Floor
+        | Ceil
+        | Round
+        | Erf
+        | ErfInv
+        | IsFinite
+        | Not
+        | IntegerPow { .. }
         | StopGradient => vec![elementwise::unary(prim, ins[0].data)],
         ConvertElementType { dtype } => vec![elementwise::convert(ins[0].data, *dtype)],
         BitcastConvertType { dtype } => vec![elementwise::bitcast(ins[0].data, *dtype)],
@@ -95,7 +114,9 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
         DynamicSlice { sizes } => vec![layout::dynamic_slice(ins[0], &ins[1..], sizes)],
         DynamicUpdateSlice => vec![layout::dynamic_update_slice(ins[0], ins[1], &ins[2..])],
         Concatenate { axis } => vec![layout::concatenate(ins, *axis, &out.shape)],
-        Pad { lo, interior, .. } => vec![layout::pad(ins[0], ins[1].data, lo, interior, &out.shape)],
+        Pad { lo, interior, .. } => {
+            vec![layout::pad(ins[0], ins[1].data, lo, interior, &out.shape)]
+        }
         Gather { axis, batch_dims } => {
             vec![gather::gather(ins[0], ins[1], *axis, *batch_dims, &out.shape)]
         }

@@ -175,13 +175,55 @@ fn contig<M: Monoid>(m: M, xs: &[M::S]) -> M::A {
     m.comb(a, b)
 }
 
-/// Reduces each contiguous row of length `r`.
+/// Reduces each contiguous row of length `r` (short rows with a plain fold).
 fn rows<M: Monoid>(m: M, xs: &[M::S], r: usize) -> Vec<M::S> {
-    if xs.len() >= PAR_THRESHOLD {
-        xs.par_chunks(r).map(|row| m.store(contig(m, row))).collect()
-    } else {
-        xs.chunks_exact(r).map(|row| m.store(pairwise(m, row))).collect()
+    let short = |row: &[M::S]| m.store(row.iter().fold(m.id(), |a, &x| m.comb(a, m.load(x))));
+    match (xs.len() >= PAR_THRESHOLD, r < 16) {
+        (true, true) => xs.par_chunks(r).map(short).collect(),
+        (true, false) => xs.par_chunks(r).map(|row| m.store(contig(m, row))).collect(),
+        (false, true) => xs.chunks_exact(r).map(short).collect(),
+        (false, false) => xs.chunks_exact(r).map(|row| m.store(pairwise(m, row))).collect(),
     }
+}
+
+/// Lanes of the narrow column reduction.
+const NARROW: usize = 64;
+
+/// Column reduction of `[r, k]` for small `k` (`k <= NARROW / 4`): the rows are read as
+/// one stream into `k * (NARROW / k)` interleaved accumulators (lane `t` only ever sees
+/// column `t % k`), which vectorizes however small `k` is; blocks of at most `2 * BLOCK`
+/// elements are combined pairwise (in parallel when large). Returns the `k` results
+/// (the rest of the array is padding).
+fn narrow<M: Monoid>(m: M, xs: &[M::S], k: usize) -> [M::A; NARROW] {
+    let w = k * (NARROW / k);
+    let mid = xs.len() / 2 / w * w;
+    if xs.len() > 2 * BLOCK && mid > 0 {
+        let (l, r) = xs.split_at(mid);
+        let (mut a, b) = if xs.len() >= PAR_THRESHOLD {
+            rayon::join(|| narrow(m, l, k), || narrow(m, r, k))
+        } else {
+            (narrow(m, l, k), narrow(m, r, k))
+        };
+        for (a, &b) in a[..k].iter_mut().zip(&b[..k]) {
+            *a = m.comb(*a, b);
+        }
+        return a;
+    }
+    let mut acc = [m.id(); NARROW];
+    let mut chunks = xs.chunks_exact(w);
+    for c in &mut chunks {
+        for (a, &x) in acc[..w].iter_mut().zip(c) {
+            *a = m.comb(*a, m.load(x));
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = m.comb(*a, m.load(x));
+    }
+    let mut out = [m.id(); NARROW];
+    for (t, &a) in acc[..w].iter().enumerate() {
+        out[t % k] = m.comb(out[t % k], a);
+    }
+    out
 }
 
 /// Rows accumulated sequentially before combining pairwise, for `w` columns.
@@ -257,7 +299,9 @@ fn cols_range<M: Monoid>(m: M, xs: &[M::S], r: usize, k: usize, c0: usize, out: 
 
 /// Reduces the leading axis of the `[r, k]` matrix `xs` into `out` (length `k`).
 fn cols<M: Monoid>(m: M, xs: &[M::S], r: usize, k: usize, out: &mut [M::A]) {
-    if xs.len() >= PAR_THRESHOLD && k >= 2 * COL_BLOCK {
+    if k <= NARROW / 4 {
+        out.copy_from_slice(&narrow(m, xs, k)[..k]);
+    } else if xs.len() >= PAR_THRESHOLD && k >= 2 * COL_BLOCK {
         out.par_chunks_mut(COL_BLOCK)
             .enumerate()
             .for_each(|(i, o)| cols_range(m, xs, r, k, i * COL_BLOCK, o));
@@ -691,6 +735,36 @@ mod tests {
         let x: Vec<f64> = (0..r * k).map(|i| (i % 11) as f64).collect();
         let got = reduce(&sum(&[0]), op(&Storage::F64(x.clone()), &[r, k]), &[0]);
         assert_eq!(got, Storage::F64(ref_sum(&x, &[r, k], &[0])));
+    }
+
+    #[test]
+    fn narrow_columns_and_short_rows() {
+        for k in [2, 3, 5, 16, 17] {
+            for r in [1, 2, 7, 100, 3000, 40_000] {
+                let x: Vec<f64> = (0..r * k).map(|i| ((i * 13) % 29) as f64 - 14.0).collect();
+                let xs = Storage::F64(x.clone());
+                let got = reduce(&sum(&[0]), op(&xs, &[r, k]), &[0]);
+                assert_eq!(got, Storage::F64(ref_sum(&x, &[r, k], &[0])), "cols {r}x{k}");
+                let got = reduce(&sum(&[1]), op(&xs, &[k, r]), &[1]);
+                assert_eq!(got, Storage::F64(ref_sum(&x, &[k, r], &[1])), "rows {k}x{r}");
+                let mx = reduce(&Prim::ReduceMax { axes: vec![0] }, op(&xs, &[r, k]), &[0]);
+                let want: Vec<f64> = (0..k)
+                    .map(|j| (0..r).map(|i| x[i * k + j]).fold(f64::NEG_INFINITY, f64::max))
+                    .collect();
+                assert_eq!(mx, Storage::F64(want), "max cols {r}x{k}");
+            }
+        }
+        // NaN in one narrow column only.
+        let mut v = vec![1.0f32; 3 * 50_000];
+        v[3 * 777 + 1] = f32::NAN;
+        let mx =
+            reduce(&Prim::ReduceMax { axes: vec![0] }, op(&Storage::F32(v), &[50_000, 3]), &[0]);
+        let mx = mx.as_slice::<f32>().unwrap();
+        assert!(mx[0] == 1.0 && mx[1].is_nan() && mx[2] == 1.0);
+        // Middle axis with a narrow inner dim.
+        let x: Vec<f64> = (0..4 * 500 * 3).map(|i| (i % 7) as f64).collect();
+        let got = reduce(&sum(&[1]), op(&Storage::F64(x.clone()), &[4, 500, 3]), &[1]);
+        assert_eq!(got, Storage::F64(ref_sum(&x, &[4, 500, 3], &[1])));
     }
 
     #[test]

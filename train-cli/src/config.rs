@@ -1,0 +1,442 @@
+//! The TOML training configuration. Every field has a default (see each `Default`).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::error::TrainError;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[model]`.
+    pub model: ModelConfig,
+    /// `[data]`.
+    pub data: DataConfig,
+    /// `[optimizer]`.
+    pub optimizer: OptimizerConfig,
+    /// `[train]`.
+    pub train: TrainConfig,
+    /// `[checkpoint]`.
+    pub checkpoint: CheckpointConfig,
+    /// `[logging]`.
+    pub logging: LoggingConfig,
+}
+
+/// `[model]`: which network to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model name; only `"mlp"` exists. Default `"mlp"`.
+    pub name: String,
+    /// Hidden layer widths of the MLP. Default `[512, 512]`.
+    pub hidden: Vec<i64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { name: "mlp".into(), hidden: vec![512, 512] }
+    }
+}
+
+/// `[data]`: the data set and loader.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Data set name; only `"mnist"` exists. Default `"mnist"`.
+    pub name: String,
+    /// Directory holding the IDX `.gz` files, relative to the working directory.
+    /// Default `"data/mnist"`.
+    pub path: PathBuf,
+    /// Training batch size. Default 128.
+    pub batch_size: i64,
+    /// Evaluation batch size. Default 1000.
+    pub eval_batch_size: i64,
+    /// Shuffle the training set every epoch. Default `true`.
+    pub shuffle: bool,
+    /// Shuffle seed. Default 0.
+    pub seed: u64,
+    /// Loader worker threads (0 = load on the training thread). Default 1.
+    pub workers: i64,
+    /// Use only the first N training examples (0 = all). Default 0.
+    pub train_subset: i64,
+    /// Use only the first N test examples (0 = all). Default 0.
+    pub eval_subset: i64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            name: "mnist".into(),
+            path: PathBuf::from("data/mnist"),
+            batch_size: 128,
+            eval_batch_size: 1000,
+            shuffle: true,
+            seed: 0,
+            workers: 1,
+            train_subset: 0,
+            eval_subset: 0,
+        }
+    }
+}
+
+/// `[optimizer]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Optimizer name: `"adam"` (with `weight_decay` > 0 it is AdamW). Default `"adam"`.
+    pub name: String,
+    /// Peak learning rate. Default 1e-3.
+    pub lr: f64,
+    /// Adam beta1. Default 0.9.
+    pub b1: f64,
+    /// Adam beta2. Default 0.999.
+    pub b2: f64,
+    /// Adam epsilon. Default 1e-8.
+    pub eps: f64,
+    /// Decoupled weight decay. Default 0.
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm (0 = no clipping). Default 0.
+    pub clip_by_global_norm: f64,
+    /// `[optimizer.schedule]`.
+    pub schedule: ScheduleConfig,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            name: "adam".into(),
+            lr: 1e-3,
+            b1: 0.9,
+            b2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip_by_global_norm: 0.0,
+            schedule: ScheduleConfig::default(),
+        }
+    }
+}
+
+/// `[optimizer.schedule]`: learning-rate schedule over the total number of steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// `"constant"`, `"cosine"` or `"linear"` (decay after warmup). Default `"constant"`.
+    pub name: String,
+    /// Linear warmup steps from 0 to `lr`. Default 0.
+    pub warmup_steps: i64,
+    /// Final learning rate as a fraction of `lr` (cosine/linear). Default 0.
+    pub final_lr_fraction: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig { name: "constant".into(), warmup_steps: 0, final_lr_fraction: 0.0 }
+    }
+}
+
+impl ScheduleConfig {
+    /// The learning rate at (0-based) `step` of `total` steps for peak `lr`.
+    pub fn lr_at(&self, lr: f64, step: u64, total: u64) -> f64 {
+        let warm = self.warmup_steps.max(0) as u64;
+        if step < warm {
+            return lr * (step + 1) as f64 / warm as f64;
+        }
+        let span = total.saturating_sub(warm).max(1) as f64;
+        let t = ((step - warm) as f64 / span).min(1.0);
+        let lo = self.final_lr_fraction;
+        match self.name.as_str() {
+            "cosine" => lr * (lo + (1.0 - lo) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())),
+            "linear" => lr * (lo + (1.0 - lo) * (1.0 - t)),
+            _ => lr,
+        }
+    }
+}
+
+/// `[train]`: loop length and cadence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Number of epochs (used when `steps` is 0). Default 10.
+    pub epochs: i64,
+    /// Total number of steps (0 = `epochs` full epochs). Default 0.
+    pub steps: i64,
+    /// Evaluate every N steps (0 = at the end of every epoch). Default 0.
+    pub eval_every: i64,
+    /// Log training metrics every N steps. Default 50.
+    pub log_every: i64,
+    /// Parameter-initialisation seed. Default 0.
+    pub seed: i64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 10, steps: 0, eval_every: 0, log_every: 50, seed: 0 }
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Directory for `ckpt-<step>.safetensors` files. Default `"runs/default/checkpoints"`.
+    pub dir: PathBuf,
+    /// Save every N steps (0 = at the end of every epoch); the final step is always saved.
+    /// Default 0.
+    pub every: i64,
+    /// Keep only the newest N checkpoints (0 = keep all). Default 3.
+    pub keep: i64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { dir: PathBuf::from("runs/default/checkpoints"), every: 0, keep: 3 }
+    }
+}
+
+/// `[logging]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Metrics file (JSON Lines). Default `"runs/default/metrics.jsonl"`.
+    pub jsonl: PathBuf,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { jsonl: PathBuf::from("runs/default/metrics.jsonl") }
+    }
+}
+
+/// Known models and data sets.
+pub const MODELS: &[&str] = &["mlp"];
+/// Known data sets.
+pub const DATASETS: &[&str] = &["mnist"];
+const OPTIMIZERS: &[&str] = &["adam"];
+const SCHEDULES: &[&str] = &["constant", "cosine", "linear"];
+
+/// Levenshtein edit distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate to `word`, if reasonably close.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    let hint = did_you_mean(value, allowed.iter().copied())
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default();
+    Err(format!("{key}: unknown value `{value}` (expected one of: {}){hint}", allowed.join(", ")))
+}
+
+/// Parses a `key=value` override value as TOML (falls back to a plain string).
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// Finds the dotted key of the `key = value` line containing byte `offset` of `text`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut section = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            section = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        let end = pos + line.len();
+        if offset >= pos && offset < end {
+            if let Some((k, _)) = t.split_once('=') {
+                let k = k.trim().trim_matches('"');
+                return Some(if section.is_empty() { k.into() } else { format!("{section}.{k}") });
+            }
+            return if section.is_empty() { None } else { Some(section) };
+        }
+        pos = end;
+    }
+    None
+}
+
+/// Loads a config file, applies `--set key=value` overrides and validates it (without
+/// touching the file system).
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config, TrainError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TrainError::Config { file: file.clone(), msg: format!("cannot read: {e}") })?;
+    from_str(&text, &file, overrides)
+}
+
+/// Like [`load`], from a string; `file` names it in errors.
+pub fn from_str(text: &str, file: &str, overrides: &[String]) -> Result<Config, TrainError> {
+    let err = |msg: String| TrainError::Config { file: file.to_string(), msg };
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let msg = e.message().trim().to_string();
+        err(match line {
+            Some(l) => format!("line {l}: {msg}"),
+            None => msg,
+        })
+    })?;
+    for ov in overrides {
+        let (key, raw) =
+            ov.split_once('=').ok_or_else(|| err(format!("--set `{ov}`: expected key=value")))?;
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let mut t = &mut table;
+        for p in &parts[..parts.len() - 1] {
+            let entry =
+                t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            t = entry
+                .as_table_mut()
+                .ok_or_else(|| err(format!("--set {key}: `{p}` is not a table")))?;
+        }
+        t.insert(parts[parts.len() - 1].to_string(), parse_value(raw.trim()));
+    }
+    let canonical = toml::to_string(&table).map_err(|e| err(e.to_string()))?;
+    let config: Config = toml::from_str(&canonical).map_err(|e| {
+        let key = e.span().and_then(|s| key_at(&canonical, s.start));
+        let msg = e.message().trim().to_string();
+        let msg = add_did_you_mean(&msg);
+        err(match key {
+            Some(k) => format!("{k}: {msg}"),
+            None => msg,
+        })
+    })?;
+    config.validate().map_err(err)?;
+    Ok(config)
+}
+
+/// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a did-you-mean hint.
+fn add_did_you_mean(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else { return msg.to_string() };
+    let Some((name, tail)) = rest.split_once('`') else { return msg.to_string() };
+    let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+    match did_you_mean(name, expected.iter().copied()) {
+        Some(c) => format!(
+            "unknown key `{name}`; did you mean `{c}`? (expected one of: {})",
+            expected.join(", ")
+        ),
+        None => format!("unknown key `{name}` (expected one of: {})", expected.join(", ")),
+    }
+}
+
+impl Config {
+    /// Checks ranges and names (no file-system access).
+    pub fn validate(&self) -> Result<(), String> {
+        one_of("model.name", &self.model.name, MODELS)?;
+        one_of("data.name", &self.data.name, DATASETS)?;
+        one_of("optimizer.name", &self.optimizer.name, OPTIMIZERS)?;
+        one_of("optimizer.schedule.name", &self.optimizer.schedule.name, SCHEDULES)?;
+        let positive = |key: &str, v: i64| {
+            if v > 0 { Ok(()) } else { Err(format!("{key}: must be positive, got {v}")) }
+        };
+        let non_negative = |key: &str, v: i64| {
+            if v >= 0 { Ok(()) } else { Err(format!("{key}: must not be negative, got {v}")) }
+        };
+        for (i, h) in self.model.hidden.iter().enumerate() {
+            positive(&format!("model.hidden[{i}]"), *h)?;
+        }
+        positive("data.batch_size", self.data.batch_size)?;
+        positive("data.eval_batch_size", self.data.eval_batch_size)?;
+        non_negative("data.workers", self.data.workers)?;
+        non_negative("data.train_subset", self.data.train_subset)?;
+        non_negative("data.eval_subset", self.data.eval_subset)?;
+        non_negative("train.epochs", self.train.epochs)?;
+        non_negative("train.steps", self.train.steps)?;
+        if self.train.epochs == 0 && self.train.steps == 0 {
+            return Err("train: set `epochs` or `steps` to a positive number".into());
+        }
+        non_negative("train.eval_every", self.train.eval_every)?;
+        positive("train.log_every", self.train.log_every)?;
+        non_negative("optimizer.schedule.warmup_steps", self.optimizer.schedule.warmup_steps)?;
+        non_negative("checkpoint.every", self.checkpoint.every)?;
+        non_negative("checkpoint.keep", self.checkpoint.keep)?;
+        let o = &self.optimizer;
+        let finite_pos = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{key}: must be a positive number, got {v}"))
+            }
+        };
+        finite_pos("optimizer.lr", o.lr)?;
+        finite_pos("optimizer.eps", o.eps)?;
+        for (k, v) in [("optimizer.b1", o.b1), ("optimizer.b2", o.b2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("{k}: must be in [0, 1), got {v}"));
+            }
+        }
+        let bad = |v: f64| v.is_nan() || v < 0.0;
+        if bad(o.weight_decay) || bad(o.clip_by_global_norm) {
+            return Err(
+                "optimizer.weight_decay / optimizer.clip_by_global_norm: must not be negative"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The config as a TOML string (stored in checkpoints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let back = from_str(&c.to_toml(), "x.toml", &[]).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn overrides_and_did_you_mean() {
+        let c = from_str("", "x.toml", &["optimizer.lr=0.5".into(), "model.hidden=[3, 4]".into()])
+            .unwrap();
+        assert_eq!(c.optimizer.lr, 0.5);
+        assert_eq!(c.model.hidden, vec![3, 4]);
+        assert_eq!(did_you_mean("epoch", ["epochs", "steps"]), Some("epochs"));
+        assert_eq!(did_you_mean("zzzzzz", ["epochs", "steps"]), None);
+    }
+
+    #[test]
+    fn schedules() {
+        let mut s = ScheduleConfig::default();
+        assert_eq!(s.lr_at(1.0, 5, 10), 1.0);
+        s.name = "cosine".into();
+        assert_eq!(s.lr_at(1.0, 0, 10), 1.0);
+        assert!((s.lr_at(1.0, 5, 10) - 0.5).abs() < 1e-12);
+        s.warmup_steps = 4;
+        assert_eq!(s.lr_at(1.0, 0, 10), 0.25);
+    }
+}
