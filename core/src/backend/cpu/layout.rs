@@ -10,11 +10,10 @@
 //! chunks of whole rows that rayon copies in parallel.
 
 use super::Operand;
-use super::elementwise::{CHUNK, build};
+use super::elementwise::{CHUNK, build, convert};
 use crate::backend::{Storage, StorageElement};
-use crate::dtype::{DType, Element};
+use crate::dtype::DType;
 use crate::with_storage;
-use half::{bf16, f16};
 use std::mem::MaybeUninit;
 
 /// Tile edge of the blocked transpose.
@@ -463,35 +462,35 @@ fn pad_impl<T: Copy>(
 }
 
 /// `0, 1, 2, ...` along `dim` of `shape`, repeated along every other dim, in `dtype`
-/// (converted from the index like `ConvertElementType`).
+/// (the index converted like `ConvertElementType`: integers wrap, floats round).
 pub fn iota(dtype: DType, shape: &[usize], dim: usize) -> Storage {
-    fn go<T: Element>(shape: &[usize], dim: usize) -> Vec<T> {
+    fn go<T: Copy>(shape: &[usize], dim: usize, f: impl Fn(usize) -> T) -> Vec<T> {
         let outer: usize = shape[..dim].iter().product();
         let inner: usize = shape[dim + 1..].iter().product();
         let mut v = Vec::with_capacity(outer * shape[dim] * inner);
         for _ in 0..outer {
             for i in 0..shape[dim] {
-                v.extend(std::iter::repeat_n(T::from_f64(i as f64), inner));
+                v.extend(std::iter::repeat_n(f(i), inner));
             }
         }
         v
     }
     match dtype {
-        DType::Bool => Storage::Bool(go(shape, dim)),
-        DType::U8 => Storage::U8(go(shape, dim)),
-        DType::U32 => Storage::U32(go(shape, dim)),
-        DType::I32 => Storage::I32(go(shape, dim)),
-        DType::I64 => Storage::I64(go(shape, dim)),
-        DType::F16 => Storage::F16(go::<f16>(shape, dim)),
-        DType::BF16 => Storage::BF16(go::<bf16>(shape, dim)),
-        DType::F32 => Storage::F32(go(shape, dim)),
-        DType::F64 => Storage::F64(go(shape, dim)),
+        DType::Bool => Storage::Bool(go(shape, dim, |i| i != 0)),
+        DType::U8 => Storage::U8(go(shape, dim, |i| i as u8)),
+        DType::U32 => Storage::U32(go(shape, dim, |i| i as u32)),
+        DType::I32 => Storage::I32(go(shape, dim, |i| i as i32)),
+        DType::I64 => Storage::I64(go(shape, dim, |i| i as i64)),
+        DType::F32 => Storage::F32(go(shape, dim, |i| i as f32)),
+        DType::F64 => Storage::F64(go(shape, dim, |i| i as f64)),
+        DType::F16 | DType::BF16 => convert(&iota(DType::I64, shape, dim), dtype),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::{bf16, f16};
 
     fn op<'a>(data: &'a Storage, shape: &'a [usize]) -> Operand<'a> {
         Operand { data, shape }
@@ -719,6 +718,10 @@ mod tests {
         assert_eq!(iota(DType::U8, &[3], 0), Storage::U8(vec![0, 1, 2]));
         assert_eq!(iota(DType::BF16, &[2], 0), Storage::BF16(vec![bf16::ZERO, bf16::ONE]));
         assert_eq!(iota(DType::I64, &[0, 4], 1), Storage::I64(vec![]));
+        assert_eq!(iota(DType::U8, &[258], 0).as_slice::<u8>().unwrap()[256..], [0, 1]);
+        assert_eq!(iota(DType::Bool, &[3], 0), Storage::Bool(vec![false, true, true]));
+        let h = iota(DType::F16, &[2049], 0);
+        assert_eq!(h.as_slice::<f16>().unwrap()[2048], f16::from_f32(2048.0));
     }
 
     #[test]

@@ -496,22 +496,27 @@ where
     }
     let better = move |v: K, b: K| if is_max { v > b } else { v < b };
     if inner == 1 {
+        // Two passes, both simple loops: the extreme value (NaN if any) with eight
+        // vectorizable lanes, then the first position holding it.
+        let pick = move |a: K, b: K| if a.nan() || !(b.nan() || better(b, a)) { a } else { b };
         let line = move |r: &[S]| -> usize {
-            let mut b = key(r[0]);
-            if b.nan() {
-                return 0;
-            }
-            let mut bi = 0;
-            for (i, &s) in r.iter().enumerate().skip(1) {
-                let v = key(s);
-                if v.nan() {
-                    return i;
-                }
-                if better(v, b) {
-                    (b, bi) = (v, i);
+            let mut acc = [key(r[0]); 8];
+            let mut chunks = r.chunks_exact(8);
+            for c in &mut chunks {
+                for l in 0..8 {
+                    acc[l] = pick(acc[l], key(c[l]));
                 }
             }
-            bi
+            let mut best = acc.into_iter().fold(key(r[0]), pick);
+            for &x in chunks.remainder() {
+                best = pick(best, key(x));
+            }
+            let at = if best.nan() {
+                r.iter().position(|&x| key(x).nan())
+            } else {
+                r.iter().position(|&x| key(x) == best)
+            };
+            at.unwrap_or(0)
         };
         return if xs.len() >= PAR_THRESHOLD {
             xs.par_chunks(n).map(line).collect()
@@ -912,6 +917,22 @@ mod tests {
         assert_eq!(arg_reduce(op(&i, &[4]), 0, DType::I32, false), Storage::I32(vec![1]));
         let h = Storage::BF16(vec![bf16::ONE, bf16::from_f32(2.0)]);
         assert_eq!(arg_reduce(op(&h, &[2]), 0, DType::I32, true), Storage::I32(vec![1]));
+    }
+
+    #[test]
+    fn argmax_long_rows_ties_and_nans() {
+        // Long enough for the lane pass: first of tied extremes, first NaN.
+        let mut v: Vec<f32> = (0..100).map(|i| (i % 10) as f32).collect();
+        let s = |v: &Vec<f32>| Storage::F32(v.clone());
+        assert_eq!(arg_reduce(op(&s(&v), &[100]), 0, DType::I32, true), Storage::I32(vec![9]));
+        assert_eq!(arg_reduce(op(&s(&v), &[100]), 0, DType::I32, false), Storage::I32(vec![0]));
+        v[57] = f32::NAN;
+        v[83] = f32::NAN;
+        assert_eq!(arg_reduce(op(&s(&v), &[100]), 0, DType::I32, true), Storage::I32(vec![57]));
+        assert_eq!(arg_reduce(op(&s(&v), &[100]), 0, DType::I32, false), Storage::I32(vec![57]));
+        let z = Storage::F64(vec![-0.0, 0.0, -1.0, 0.0, -0.0, -1.0, -1.0, -1.0, -1.0, -1.0]);
+        assert_eq!(arg_reduce(op(&z, &[10]), 0, DType::I32, true), Storage::I32(vec![0]));
+        assert_eq!(arg_reduce(op(&z, &[10]), 0, DType::I32, false), Storage::I32(vec![2]));
     }
 
     #[test]
