@@ -67,10 +67,10 @@ impl TracerData {
 /// An interpreter of primitives.
 pub(crate) trait Trace {
     /// The unique tag of this trace; its tracers carry it.
-    #[allow(dead_code)] // part of the interpreter interface; used by higher-order primitives
+    #[allow(dead_code)] // interpreter interface for the vmap/jit traces (core/wip); no caller in the build yet
     fn tag(&self) -> TraceTag;
     /// The trace that was current when this one started.
-    #[allow(dead_code)] // part of the interpreter interface; used by higher-order primitives
+    #[allow(dead_code)] // interpreter interface for the vmap/jit traces (core/wip); no caller in the build yet
     fn parent(&self) -> Option<Rc<dyn Trace>>;
     /// Interprets one primitive application. Called with this trace current; rules must
     /// run under [`Trace::parent`].
