@@ -1,7 +1,7 @@
 //! Automatic differentiation: forward mode ([`jvp`]), [`linearize`], reverse mode ([`vjp`],
 //! [`grad`], [`value_and_grad`]).
 //!
-//! Forward mode is an interpreter ([`JvpTrace`]) whose tracers carry a primal and a
+//! Forward mode is an interpreter (`JvpTrace`) whose tracers carry a primal and a
 //! tangent. Reverse mode is forward mode plus partial evaluation: `linearize` runs the JVP
 //! with the tangent inputs as unknowns of a staging trace, so the primal computation runs
 //! now and only the (linear) tangent computation is recorded as a jaxpr; `vjp` then

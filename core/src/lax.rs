@@ -380,7 +380,7 @@ pub fn slice(x: &Array, start: &[usize], limit: &[usize], strides: Option<&[usiz
     ok(try_slice(x, start, limit, strides))
 }
 
-/// Fallible [`slice`].
+/// Fallible [`slice()`].
 pub fn try_slice(
     x: &Array,
     start: &[usize],
