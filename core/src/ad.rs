@@ -123,12 +123,6 @@ impl JvpTrace {
 }
 
 impl Trace for JvpTrace {
-    fn tag(&self) -> TraceTag {
-        self.tag
-    }
-    fn parent(&self) -> Option<Rc<dyn Trace>> {
-        self.parent.clone()
-    }
     fn process_primitive(&self, prim: &Prim, args: &[Array]) -> Result<Vec<Array>> {
         let (primals, tangents): (Vec<Array>, Vec<Tangent>) =
             args.iter().map(|a| self.unpack(a)).unzip();

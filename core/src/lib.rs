@@ -18,6 +18,7 @@ mod staging;
 pub mod testing;
 pub mod trace;
 pub mod tree;
+pub mod vmap;
 
 pub use ad::{
     grad, jvp, linearize, try_grad, try_value_and_grad, value_and_grad, value_and_grad_with_aux,
@@ -32,3 +33,4 @@ pub use numpy::{ArrayLike, Idx, concatenate, einsum, one_hot, stack, where_};
 pub use prim::Prim;
 pub use staging::make_jaxpr;
 pub use tree::Tree;
+pub use vmap::{Axes, hessian, hvp, jacfwd, jacrev, try_vmap, vmap, vmap_full, vmap_with};

@@ -111,14 +111,6 @@ impl StagingTrace {
 }
 
 impl Trace for StagingTrace {
-    fn tag(&self) -> TraceTag {
-        self.tag
-    }
-
-    fn parent(&self) -> Option<Rc<dyn Trace>> {
-        self.parent.clone()
-    }
-
     fn process_primitive(&self, prim: &Prim, args: &[Array]) -> Result<Vec<Array>> {
         if args.iter().all(|a| self.own_var(a).is_none()) {
             // Known: compute now, one level down.

@@ -40,7 +40,6 @@ pub(crate) enum TracerData {
     /// Staging into a jaxpr: the variable that names this value.
     Staged { var: crate::jaxpr::Var },
     /// Batching (vmap): the batched value and where its batch dimension is.
-    #[allow(dead_code)] // constructed by the vmap trace (core/wip/vmap.rs, not yet landed)
     Batch { val: Array, bdim: Option<usize> },
 }
 
@@ -66,14 +65,8 @@ impl TracerData {
 
 /// An interpreter of primitives.
 pub(crate) trait Trace {
-    /// The unique tag of this trace; its tracers carry it.
-    #[allow(dead_code)] // interpreter interface for the vmap/jit traces (core/wip); no caller in the build yet
-    fn tag(&self) -> TraceTag;
-    /// The trace that was current when this one started.
-    #[allow(dead_code)] // interpreter interface for the vmap/jit traces (core/wip); no caller in the build yet
-    fn parent(&self) -> Option<Rc<dyn Trace>>;
     /// Interprets one primitive application. Called with this trace current; rules must
-    /// run under [`Trace::parent`].
+    /// run under the trace that was current when this one started (its parent).
     fn process_primitive(&self, prim: &Prim, args: &[Array]) -> Result<Vec<Array>>;
 }
 

@@ -5,10 +5,12 @@
 //! [`Prim`]: crate::Prim
 
 mod abstract_eval;
+mod batch;
 mod jvp;
 mod transpose;
 
 pub use abstract_eval::abstract_eval;
+pub use batch::batch;
 pub use jvp::jvp;
 pub(crate) use jvp::take_along_axis;
 pub use transpose::transpose;

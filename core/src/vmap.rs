@@ -64,12 +64,6 @@ impl BatchTrace {
 }
 
 impl Trace for BatchTrace {
-    fn tag(&self) -> TraceTag {
-        self.tag
-    }
-    fn parent(&self) -> Option<Rc<dyn Trace>> {
-        self.parent.clone()
-    }
     fn process_primitive(&self, prim: &Prim, args: &[Array]) -> Result<Vec<Array>> {
         let (vals, bdims): (Vec<Array>, Vec<Option<usize>>) =
             args.iter().map(|a| self.unpack(a)).unzip();

@@ -525,8 +525,8 @@ fn axes_options_and_errors() {
         &Axes::Leaf(Some(0)),
         None,
     )
-    .err()
-    .expect("mismatch");
+    .map(|_| ())
+    .expect_err("mismatch");
     let msg = e.to_string();
     assert!(
         msg.contains("`0`")
