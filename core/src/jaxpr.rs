@@ -213,7 +213,7 @@ impl ClosedJaxpr {
 }
 
 /// Prints a variable id as JAX does: `a`, `b`, ..., `z`, `ba`, `bb`, ...
-struct VarName(usize);
+pub(crate) struct VarName(pub(crate) usize);
 
 impl fmt::Display for VarName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

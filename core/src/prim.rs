@@ -367,6 +367,14 @@ pub enum Prim {
     /// The threefry-2x32 block cipher: operands `(k0, k1, x0, x1)`, all `u32` of one shape;
     /// outputs `(y0, y1)`. The basis of [`crate::random`].
     Threefry2x32,
+
+    // ---- higher-order --------------------------------------------------------------------
+    /// A call of a staged program ([`crate::jit`]): the operands are the program's inputs,
+    /// the results its outputs. Differentiation and batching transform the program.
+    Call {
+        /// The program and its compiled executable.
+        callee: crate::jit::Callee,
+    },
 }
 
 impl Prim {
@@ -454,6 +462,7 @@ impl Prim {
             Iota { .. } => "iota",
             Sort { .. } => "sort",
             Threefry2x32 => "threefry2x32",
+            Call { .. } => "jit",
         }
     }
 
@@ -594,6 +603,10 @@ impl Prim {
                 format!("dtype={dtype} shape={} dimension={dim}", l(shape))
             }
             Sort { axis, num_keys } => format!("dimension={axis} num_keys={num_keys}"),
+            Call { callee } => {
+                let body = callee.jaxpr().to_string().replace('\n', "\n      ");
+                format!("name={} jaxpr={body}", callee.name())
+            }
             _ => String::new(),
         }
     }

@@ -401,3 +401,47 @@ fn gradient_jaxprs_typecheck() {
         jaxpr.typecheck().unwrap_or_else(|e| panic!("{}: {e}\n{jaxpr}", r.name));
     }
 }
+
+/// `jit` equals eager on every row, and so do `grad(jit(f))` and `jit(grad(f))`.
+#[test]
+fn every_row_jit_equals_eager() {
+    use kiln::jit::Jit;
+    use std::rc::Rc;
+    let close = |name: &str, what: &str, got: &Array, want: &Array, tol: f64| {
+        assert_eq!(got.shape(), want.shape(), "{name}: {what}: shape");
+        assert_eq!(got.dtype(), want.dtype(), "{name}: {what}: dtype");
+        for (i, (g, w)) in got.to_f64_vec().iter().zip(want.to_f64_vec()).enumerate() {
+            let ok = (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan());
+            assert!(ok, "{name}: {what}[{i}]: jit {g}, eager {w}");
+        }
+    };
+    for r in rows() {
+        let f: Rc<RowFn> = Rc::new(r.f);
+        let fj = f.clone();
+        let jitted = Jit::new(move |a: &Vec<Array>| fj(a));
+        let eager = f(&r.args);
+        close(r.name, "jit", &jitted.call(&r.args), &eager, 1e-6);
+        // A second call hits the cache.
+        close(r.name, "jit (cached)", &jitted.call(&r.args), &eager, 1e-6);
+        assert_eq!(jitted.traces(), 1, "{}: retraced on the same signature", r.name);
+        if r.order > 0 {
+            let sum_f = |g: Rc<RowFn>| {
+                move |a: &Vec<Array>| {
+                    let y = g(a);
+                    let axes: Vec<usize> = (0..y.ndim()).collect();
+                    lax::reduce_sum(&y, &axes)
+                }
+            };
+            let want = grad(sum_f(f.clone()))(&r.args);
+            let inner = Rc::new(Jit::new(sum_f(f.clone())));
+            let got = grad(move |a: &Vec<Array>| inner.call(a))(&r.args);
+            let g2 = f.clone();
+            let jit_grad = Jit::new(move |a: &Vec<Array>| grad(sum_f(g2.clone()))(a));
+            let got2 = jit_grad.call(&r.args);
+            for (k, w) in want.iter().enumerate() {
+                close(r.name, &format!("grad(jit) arg {k}"), &got[k], w, 1e-6);
+                close(r.name, &format!("jit(grad) arg {k}"), &got2[k], w, 1e-6);
+            }
+        }
+    }
+}

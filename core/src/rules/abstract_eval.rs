@@ -545,6 +545,18 @@ pub fn abstract_eval(prim: &Prim, ins: &[Aval]) -> Result<Vec<Aval>> {
             want(prim, ins, ins[0].dtype == DType::U32, "operands must be u32")?;
             Ok(vec![ins[0].clone(), ins[0].clone()])
         }
+        Call { callee } => {
+            let want = callee.jaxpr().in_avals();
+            arity(prim, ins, want.len())?;
+            if let Some(i) = (0..ins.len()).find(|&i| ins[i] != want[i]) {
+                return Err(Error::shape(
+                    name,
+                    format!("operand {i} is {} but the program expects {}", ins[i], want[i]),
+                    ins,
+                ));
+            }
+            Ok(callee.jaxpr().out_avals())
+        }
     }
 }
 

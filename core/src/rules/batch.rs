@@ -133,6 +133,7 @@ pub fn batch(
         // N-ary elementwise: keep a common batch dim, else move to the front.
         p if p.is_binary_elementwise() => elementwise(p, args, bdims, size),
         Select | Clamp | Threefry2x32 => elementwise(prim, args, bdims, size),
+        Call { callee } => crate::vmap::batch_call(callee, args, bdims),
         BroadcastInDim { shape, dims } => {
             let x = to_front(&args[0], bdims[0], size);
             let dims = front1(0, &shift(dims));

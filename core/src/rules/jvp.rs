@@ -197,6 +197,11 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
         | BitcastConvertType { .. }
         | StopGradient => zero_out(prim, xs),
 
+        // The JVP of a call is the JVP of its program, evaluated inline.
+        Call { callee } => {
+            Ok(crate::ad::jvp_flat(|ins| lax::ok(callee.jaxpr().eval(&[], ins)), xs, ts))
+        }
+
         // ---- unary ----
         Exp => unary(prim, xs, ts, |_, y| y.clone()),
         Log => unary(prim, xs, ts, |x, _| lax::div(&full_like(x, 1.0), x)),

@@ -392,6 +392,27 @@ pub fn transpose(
             ]
         }
         StopGradient => vec![None],
+        Call { callee } => {
+            // The known operands become constants of a linear program in the others.
+            let j = callee.jaxpr();
+            let mut lin = j.clone();
+            let (mut constvars, mut consts, mut binders) = (Vec::new(), Vec::new(), Vec::new());
+            for (v, a) in j.in_binders.iter().zip(args) {
+                match a {
+                    Some(x) => {
+                        constvars.push(v.clone());
+                        consts.push(x.clone());
+                    }
+                    None => binders.push(v.clone()),
+                }
+            }
+            lin.constvars = constvars;
+            lin.in_binders = binders;
+            let cts_out: Vec<Option<Array>> = cts.iter().map(|c| c.value().cloned()).collect();
+            let closed = crate::jaxpr::ClosedJaxpr { jaxpr: lin, consts };
+            let mut cts_in = crate::ad::backward_pass(&closed, &cts_out)?.into_iter();
+            args.iter().map(|a| if a.is_none() { cts_in.next().flatten() } else { None }).collect()
+        }
         _ => return Err(not_linear(prim, "it has no transpose rule")),
     })
 }

@@ -697,7 +697,7 @@ erf_inv_slice!(erf_inv_slice_f64, f64, erf_inv_f64);
 
 /// `1 / (1 + e^-x)` without overflow for large `|x|`.
 #[inline(always)]
-fn logistic<T: Real>(x: T) -> T {
+pub(super) fn logistic<T: Real>(x: T) -> T {
     let e = (-x.abs()).exp();
     let r = T::ONE / (T::ONE + e);
     if x >= T::ZERO { r } else { e * r }
@@ -705,7 +705,7 @@ fn logistic<T: Real>(x: T) -> T {
 
 /// `-1`, `±0` or `1`; NaN stays NaN.
 #[inline(always)]
-fn sign_float<T: Real>(x: T) -> T {
+pub(super) fn sign_float<T: Real>(x: T) -> T {
     if x > T::ZERO {
         T::ONE
     } else if x < T::ZERO {
@@ -720,7 +720,7 @@ fn sign_float<T: Real>(x: T) -> T {
 /// the storage type (the identity for `f32`/`f64`; for halves it makes every step round
 /// to the half type, as JAX's evaluation in that type does).
 #[inline(always)]
-fn powi_float<T: Real>(x: T, y: i32, rnd: impl Fn(T) -> T) -> T {
+pub(super) fn powi_float<T: Real>(x: T, y: i32, rnd: impl Fn(T) -> T) -> T {
     let mut n = y.unsigned_abs();
     let mut base = x;
     let mut acc: Option<T> = None;

@@ -7,6 +7,7 @@
 
 mod dot;
 mod elementwise;
+pub mod fused;
 mod gather;
 mod layout;
 mod random;
@@ -129,5 +130,6 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
         Iota { dtype, shape, dim } => vec![layout::iota(*dtype, shape, *dim)],
         Sort { axis, num_keys } => sort::sort(ins, *axis, *num_keys),
         Threefry2x32 => random::threefry2x32(ins[0].data, ins[1].data, ins[2].data, ins[3].data),
+        Call { callee } => callee.executable().run(ins),
     }
 }

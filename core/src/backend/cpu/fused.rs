@@ -1,0 +1,657 @@
+//! Fused elementwise kernels: a chain of elementwise operations over one domain shape,
+//! optionally ending in reductions over trailing axes, run as a single pass over memory.
+//!
+//! The domain is walked tile by tile ([`TILE`] elements); every intermediate lives in a
+//! tile-sized register (in cache), so only the group's inputs are read from main memory and
+//! only its outputs written. Work is split into chunks run in parallel with rayon; the
+//! partial results of a reduction are combined in a fixed order, so results do not depend
+//! on the number of threads.
+
+use super::PAR_THRESHOLD;
+use super::elementwise::{Real, logistic, max_nan, min_nan, powi_float, sign_float};
+use crate::backend::Storage;
+use crate::dtype::{DType, Element};
+use crate::prim::Prim;
+use rayon::prelude::*;
+
+/// Elements per tile (a register of the program).
+pub(crate) const TILE: usize = 512;
+/// Elements per parallel work item.
+const CHUNK: usize = 1 << 15;
+
+/// How an input of a fused program is read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum View {
+    /// Same shape as the domain, row-major.
+    Full,
+    /// A single element, the same everywhere.
+    Scalar,
+    /// Broadcast: the element at domain index `i` is at `sum_d coord_d(i) * strides[d]`
+    /// (stride 0 along broadcast dimensions).
+    Strided(Vec<usize>),
+}
+
+/// One instruction; registers are numbered, each written once.
+#[derive(Clone, Debug)]
+pub enum Instr {
+    /// Reads input `input` into `dst`.
+    Load {
+        /// Input index.
+        input: usize,
+        /// Destination register.
+        dst: usize,
+    },
+    /// Fills `dst` with a constant.
+    Const {
+        /// The value.
+        value: f64,
+        /// Destination register.
+        dst: usize,
+    },
+    /// A unary elementwise primitive.
+    Unary {
+        /// The primitive.
+        prim: Prim,
+        /// Operand register.
+        a: usize,
+        /// Destination register.
+        dst: usize,
+    },
+    /// A binary elementwise primitive or comparison (comparisons give 0 or 1).
+    Binary {
+        /// The primitive.
+        prim: Prim,
+        /// Operand registers.
+        a: usize,
+        /// Operand registers.
+        b: usize,
+        /// Destination register.
+        dst: usize,
+    },
+    /// `p != 0 ? t : f`.
+    Select {
+        /// Predicate register.
+        p: usize,
+        /// Value if true.
+        t: usize,
+        /// Value if false.
+        f: usize,
+        /// Destination register.
+        dst: usize,
+    },
+    /// `min(max(x, lo), hi)`.
+    Clamp {
+        /// Lower bound.
+        lo: usize,
+        /// Operand.
+        x: usize,
+        /// Upper bound.
+        hi: usize,
+        /// Destination register.
+        dst: usize,
+    },
+}
+
+impl Instr {
+    fn dst(&self) -> usize {
+        match self {
+            Instr::Load { dst, .. }
+            | Instr::Const { dst, .. }
+            | Instr::Unary { dst, .. }
+            | Instr::Binary { dst, .. }
+            | Instr::Select { dst, .. }
+            | Instr::Clamp { dst, .. } => *dst,
+        }
+    }
+}
+
+/// The reduction of a fused output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    /// Sum.
+    Sum,
+    /// Maximum (NaN-propagating).
+    Max,
+    /// Minimum (NaN-propagating).
+    Min,
+    /// Product.
+    Prod,
+}
+
+/// A materialized result of a fused program.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// The register over the whole domain (`bool`: stored as booleans).
+    Elementwise {
+        /// The register.
+        reg: usize,
+        /// Store as `bool` (a comparison result).
+        bool_out: bool,
+    },
+    /// The register reduced over the trailing `inner` elements of each row.
+    Reduce {
+        /// The register.
+        reg: usize,
+        /// The reduction.
+        kind: Reduce,
+    },
+}
+
+/// A fused elementwise program (built by the jit compiler).
+#[derive(Clone, Debug)]
+pub struct FusedProgram {
+    /// The compute type (`f32` or `f64`); inputs are of this type or `bool`.
+    pub dtype: DType,
+    /// The domain shape.
+    pub domain: Vec<usize>,
+    /// Product of the reduced trailing dims (1 if there is no reduction).
+    pub inner: usize,
+    /// How each input is read.
+    pub views: Vec<View>,
+    /// Instructions evaluated once per work item (constants, scalar loads).
+    pub prologue: Vec<Instr>,
+    /// Instructions evaluated per tile.
+    pub body: Vec<Instr>,
+    /// The results.
+    pub outputs: Vec<Output>,
+    /// Number of registers.
+    pub n_regs: usize,
+}
+
+/// A raw pointer that may cross threads: each work item writes a disjoint range.
+#[derive(Clone, Copy)]
+struct Ptr<T>(*mut T);
+// SAFETY: used only to write disjoint ranges from different work items (see `run_typed`).
+unsafe impl<T> Send for Ptr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Ptr<T> {}
+
+/// A typed input: a raw pointer to its elements (which outlive the run).
+#[derive(Clone, Copy)]
+enum In<T> {
+    Real(*const T),
+    Bool(*const bool),
+}
+// SAFETY: inputs are only read while the run borrows (or owns) their storage.
+unsafe impl<T> Send for In<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for In<T> {}
+
+impl<T: Real> In<T> {
+    #[inline(always)]
+    unsafe fn get(self, i: usize) -> T {
+        // SAFETY: the caller passes an index inside the input.
+        unsafe {
+            match self {
+                In::Real(p) => *p.add(i),
+                In::Bool(p) => {
+                    if *p.add(i) {
+                        T::ONE
+                    } else {
+                        T::ZERO
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where an output is written: a real or a boolean buffer.
+type OutPtr<T> = (Option<Ptr<T>>, Option<Ptr<bool>>);
+
+enum Out<T> {
+    Real(Vec<T>),
+    Bool(Vec<bool>),
+}
+
+/// An input of a fused program.
+pub enum Arg<'a> {
+    /// Read only.
+    Ref(&'a Storage),
+    /// Read, then free to overwrite: an input that dies here. If it has the compute type
+    /// and the domain's size, an elementwise output is written into it in place (each tile
+    /// is read before it is written).
+    Donated(Storage),
+}
+
+/// Runs `prog` on `args`, returning one storage per output.
+pub fn run(prog: &FusedProgram, args: Vec<Arg<'_>>) -> Vec<Storage> {
+    match prog.dtype {
+        DType::F32 => run_typed::<f32>(
+            prog,
+            args,
+            |s| match s {
+                Storage::F32(v) => Ok(v),
+                other => Err(other),
+            },
+            Storage::F32,
+        ),
+        DType::F64 => run_typed::<f64>(
+            prog,
+            args,
+            |s| match s {
+                Storage::F64(v) => Ok(v),
+                other => Err(other),
+            },
+            Storage::F64,
+        ),
+        d => unreachable!("fused programs compute in f32 or f64, not {d}"),
+    }
+}
+
+fn run_typed<T: Real>(
+    prog: &FusedProgram,
+    args: Vec<Arg<'_>>,
+    unwrap: impl Fn(Storage) -> Result<Vec<T>, Storage>,
+    wrap: impl Fn(Vec<T>) -> Storage,
+) -> Vec<Storage> {
+    let n: usize = prog.domain.iter().product();
+    let inner = prog.inner.max(1);
+    let outer = if n == 0 { 0 } else { n / inner };
+    let ins: Vec<In<T>> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Ref(s) => s,
+            Arg::Donated(s) => s,
+        })
+        .map(|s| match s {
+            Storage::Bool(v) => In::Bool(v.as_ptr()),
+            other => In::Real(typed_ptr::<T>(other)),
+        })
+        .collect();
+    // Moving a `Vec` does not move its elements, so the input pointers stay valid; buffers
+    // not reused for an output are freed when this function returns, after the pass.
+    let mut other_types = Vec::new();
+    let (mut donors, _read_only): (Vec<Vec<T>>, Vec<Vec<T>>) = args
+        .into_iter()
+        .filter_map(|a| match a {
+            Arg::Donated(s) => unwrap(s).map_err(|s| other_types.push(s)).ok(),
+            Arg::Ref(_) => None,
+        })
+        .partition(|v| v.len() == n);
+    // Output buffers: elementwise ones over the domain, reductions one per row.
+    let mut outs: Vec<Out<T>> = prog
+        .outputs
+        .iter()
+        .map(|o| match o {
+            Output::Elementwise { bool_out: true, .. } => Out::Bool(Vec::with_capacity(n)),
+            Output::Elementwise { .. } => Out::Real(match donors.pop() {
+                Some(mut v) => {
+                    v.truncate(0);
+                    v
+                }
+                None => Vec::with_capacity(n),
+            }),
+            Output::Reduce { .. } => Out::Real(Vec::with_capacity(outer)),
+        })
+        .collect();
+    let ptrs: Vec<OutPtr<T>> = outs
+        .iter_mut()
+        .map(|o| match o {
+            Out::Real(v) => (Some(Ptr(v.as_mut_ptr())), None),
+            Out::Bool(v) => (None, Some(Ptr(v.as_mut_ptr()))),
+        })
+        .collect();
+    let reduces: Vec<(usize, usize, Reduce)> = prog
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, o)| match o {
+            Output::Reduce { reg, kind } => Some((k, *reg, *kind)),
+            _ => None,
+        })
+        .collect();
+    let ctx = Ctx { prog, ins: &ins, ptrs: &ptrs, reduces: &reduces };
+    if inner >= CHUNK || reduces.is_empty() {
+        // Work items split rows; partial reductions are combined per row in order.
+        let per_row = inner.div_ceil(CHUNK).max(1);
+        let items: Vec<(usize, usize, usize)> = (0..outer)
+            .flat_map(|r| (0..per_row).map(move |c| (r, c * CHUNK, ((c + 1) * CHUNK).min(inner))))
+            .collect();
+        let work = |&(r, s, e): &(usize, usize, usize)| {
+            let mut regs = ctx.registers();
+            ctx.segment(&mut regs, r * inner, s, e)
+        };
+        let partials: Vec<Vec<f64>> = if n >= PAR_THRESHOLD && items.len() > 1 {
+            items.par_iter().map(work).collect()
+        } else {
+            items.iter().map(work).collect()
+        };
+        for (j, &(k, _, kind)) in reduces.iter().enumerate() {
+            let p = ptrs[k].0.expect("reductions are real");
+            for r in 0..outer {
+                let acc = partials[r * per_row..(r + 1) * per_row]
+                    .iter()
+                    .map(|v| v[j])
+                    .reduce(|a, b| combine(kind, a, b))
+                    .expect("a row has at least one chunk");
+                // SAFETY: row `r` < outer, the capacity of the reduction output.
+                unsafe { p.0.add(r).write(T::from_f64(acc)) };
+            }
+        }
+    } else {
+        // Short rows: each work item takes whole rows and writes their results itself.
+        let rows_per = (CHUNK / inner).max(1);
+        let groups: Vec<(usize, usize)> =
+            (0..outer).step_by(rows_per).map(|r| (r, (r + rows_per).min(outer))).collect();
+        let work = |&(r0, r1): &(usize, usize)| {
+            let mut regs = ctx.registers();
+            for r in r0..r1 {
+                let acc = ctx.segment(&mut regs, r * inner, 0, inner);
+                for (j, &(k, _, _)) in reduces.iter().enumerate() {
+                    let p = ptrs[k].0.expect("reductions are real");
+                    // SAFETY: each row is written by exactly one work item.
+                    unsafe { p.0.add(r).write(T::from_f64(acc[j])) };
+                }
+            }
+        };
+        if n >= PAR_THRESHOLD && groups.len() > 1 {
+            groups.par_iter().for_each(work);
+        } else {
+            groups.iter().for_each(work);
+        }
+    }
+    outs.into_iter()
+        .zip(&prog.outputs)
+        .map(|(o, spec)| match (o, spec) {
+            (Out::Real(mut v), Output::Elementwise { .. }) => {
+                // SAFETY: every domain element was written by exactly one work item.
+                unsafe { v.set_len(n) };
+                wrap(v)
+            }
+            (Out::Real(mut v), Output::Reduce { .. }) => {
+                // SAFETY: every row's result was written above.
+                unsafe { v.set_len(outer) };
+                wrap(v)
+            }
+            (Out::Bool(mut v), _) => {
+                // SAFETY: every domain element was written by exactly one work item.
+                unsafe { v.set_len(n) };
+                Storage::Bool(v)
+            }
+        })
+        .collect()
+}
+
+fn typed_ptr<T: Element>(s: &Storage) -> *const T {
+    assert_eq!(s.dtype(), T::DTYPE, "fused input of the wrong dtype");
+    crate::with_storage!(s, v, _E => v.as_ptr() as *const T)
+}
+
+fn combine(kind: Reduce, a: f64, b: f64) -> f64 {
+    match kind {
+        Reduce::Sum => a + b,
+        Reduce::Prod => a * b,
+        Reduce::Max => max_nan(a, b),
+        Reduce::Min => min_nan(a, b),
+    }
+}
+
+fn identity(kind: Reduce) -> f64 {
+    match kind {
+        Reduce::Sum => 0.0,
+        Reduce::Prod => 1.0,
+        Reduce::Max => f64::NEG_INFINITY,
+        Reduce::Min => f64::INFINITY,
+    }
+}
+
+struct Ctx<'a, T> {
+    prog: &'a FusedProgram,
+    ins: &'a [In<T>],
+    ptrs: &'a [OutPtr<T>],
+    reduces: &'a [(usize, usize, Reduce)],
+}
+
+impl<T: Real> Ctx<'_, T> {
+    /// A register file with the prologue (constants, scalar loads) evaluated.
+    fn registers(&self) -> Vec<Vec<T>> {
+        let mut regs = vec![vec![T::ZERO; TILE]; self.prog.n_regs];
+        for ins in &self.prog.prologue {
+            self.exec(ins, &mut regs, 0, TILE);
+        }
+        regs
+    }
+
+    /// Evaluates domain elements `base + s .. base + e`, writing elementwise outputs and
+    /// returning one partial per reduction.
+    fn segment(&self, regs: &mut [Vec<T>], base: usize, s: usize, e: usize) -> Vec<f64> {
+        let mut acc: Vec<f64> = self.reduces.iter().map(|&(_, _, k)| identity(k)).collect();
+        let mut pos = s;
+        while pos < e {
+            let len = TILE.min(e - pos);
+            let off = base + pos;
+            for ins in &self.prog.body {
+                self.exec(ins, regs, off, len);
+            }
+            for (k, o) in self.prog.outputs.iter().enumerate() {
+                if let Output::Elementwise { reg, bool_out } = o {
+                    let r = &regs[*reg][..len];
+                    if *bool_out {
+                        let p = self.ptrs[k].1.expect("bool output");
+                        for (i, &v) in r.iter().enumerate() {
+                            // SAFETY: `off + i` is in the domain and written only here.
+                            unsafe { p.0.add(off + i).write(v != T::ZERO) };
+                        }
+                    } else {
+                        let p = self.ptrs[k].0.expect("real output");
+                        // SAFETY: as above; registers never alias output buffers.
+                        unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), p.0.add(off), len) };
+                    }
+                }
+            }
+            for (j, &(_, reg, kind)) in self.reduces.iter().enumerate() {
+                let r = &regs[reg][..len];
+                acc[j] = combine(kind, acc[j], reduce_tile(kind, r));
+            }
+            pos += len;
+        }
+        acc
+    }
+
+    #[inline]
+    fn exec(&self, ins: &Instr, regs: &mut [Vec<T>], off: usize, len: usize) {
+        let dst = ins.dst();
+        let mut d = std::mem::take(&mut regs[dst]);
+        {
+            let d = &mut d[..len];
+            match ins {
+                Instr::Load { input, .. } => self.load(*input, d, off),
+                Instr::Const { value, .. } => d.fill(T::from_f64(*value)),
+                Instr::Unary { prim, a, .. } => unary(prim, &regs[*a][..len], d),
+                Instr::Binary { prim, a, b, .. } => {
+                    binary(prim, &regs[*a][..len], &regs[*b][..len], d)
+                }
+                Instr::Select { p, t, f, .. } => {
+                    let (p, t, f) = (&regs[*p][..len], &regs[*t][..len], &regs[*f][..len]);
+                    for i in 0..len {
+                        d[i] = if p[i] != T::ZERO { t[i] } else { f[i] };
+                    }
+                }
+                Instr::Clamp { lo, x, hi, .. } => {
+                    let (lo, x, hi) = (&regs[*lo][..len], &regs[*x][..len], &regs[*hi][..len]);
+                    for i in 0..len {
+                        d[i] = min_nan(max_nan(x[i], lo[i]), hi[i]);
+                    }
+                }
+            }
+        }
+        regs[dst] = d;
+    }
+
+    fn load(&self, input: usize, d: &mut [T], off: usize) {
+        let src = self.ins[input];
+        match &self.prog.views[input] {
+            View::Full => {
+                for (i, v) in d.iter_mut().enumerate() {
+                    // SAFETY: `off + i` is inside the domain, which a full input spans.
+                    *v = unsafe { src.get(off + i) };
+                }
+            }
+            View::Scalar => {
+                // SAFETY: a scalar input has one element.
+                let x = unsafe { src.get(0) };
+                d.fill(x);
+            }
+            View::Strided(strides) => {
+                let shape = &self.prog.domain;
+                let nd = shape.len();
+                let mut coord = vec![0usize; nd];
+                let mut rem = off;
+                for k in (0..nd).rev() {
+                    coord[k] = rem % shape[k];
+                    rem /= shape[k];
+                }
+                let mut idx: usize = coord.iter().zip(strides).map(|(c, s)| c * s).sum();
+                for v in d.iter_mut() {
+                    // SAFETY: `idx` is a valid index of the broadcast operand.
+                    *v = unsafe { src.get(idx) };
+                    // Advance the odometer.
+                    let mut k = nd;
+                    while k > 0 {
+                        k -= 1;
+                        coord[k] += 1;
+                        idx += strides[k];
+                        if coord[k] < shape[k] {
+                            break;
+                        }
+                        idx -= strides[k] * coord[k];
+                        coord[k] = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn reduce_tile<T: Real>(kind: Reduce, r: &[T]) -> f64 {
+    match kind {
+        Reduce::Sum => {
+            // Eight independent lanes vectorize and keep the rounding error small.
+            let mut lanes = [T::ZERO; 8];
+            let chunks = r.chunks_exact(8);
+            let tail = chunks.remainder();
+            for c in chunks {
+                for l in 0..8 {
+                    lanes[l] = lanes[l] + c[l];
+                }
+            }
+            let mut s: f64 = lanes.iter().map(|v| v.to_f64()).sum();
+            for v in tail {
+                s += v.to_f64();
+            }
+            s
+        }
+        Reduce::Prod => r.iter().fold(1.0, |a, v| a * v.to_f64()),
+        Reduce::Max => r.iter().fold(f64::NEG_INFINITY, |a, v| max_nan(a, v.to_f64())),
+        Reduce::Min => r.iter().fold(f64::INFINITY, |a, v| min_nan(a, v.to_f64())),
+    }
+}
+
+fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
+    macro_rules! m {
+        (|$x:ident| $e:expr) => {
+            for (o, &$x) in d.iter_mut().zip(a) {
+                *o = $e;
+            }
+        };
+    }
+    match prim {
+        Prim::Neg => m!(|x| -x),
+        Prim::Exp => m!(|x| x.exp()),
+        Prim::Log => m!(|x| x.ln()),
+        Prim::Log1p => m!(|x| x.ln_1p()),
+        Prim::Expm1 => m!(|x| x.exp_m1()),
+        Prim::Sin => m!(|x| x.sin()),
+        Prim::Cos => m!(|x| x.cos()),
+        Prim::Tanh => m!(|x| x.tanh()),
+        Prim::Logistic => m!(|x| logistic(x)),
+        Prim::Sqrt => m!(|x| x.sqrt()),
+        Prim::Rsqrt => m!(|x| T::ONE / x.sqrt()),
+        Prim::Abs => m!(|x| x.abs()),
+        Prim::Sign => m!(|x| sign_float(x)),
+        Prim::Floor => m!(|x| x.floor()),
+        Prim::Ceil => m!(|x| x.ceil()),
+        Prim::Round => m!(|x| x.round()),
+        Prim::Erf => m!(|x| x.erf()),
+        Prim::StopGradient => d.copy_from_slice(a),
+        Prim::IntegerPow { y } => {
+            let y = *y;
+            m!(|x| powi_float(x, y, |v| v))
+        }
+        p => unreachable!("`{}` is not a fusable unary primitive", p.name()),
+    }
+}
+
+fn binary<T: Real>(prim: &Prim, a: &[T], b: &[T], d: &mut [T]) {
+    macro_rules! m {
+        (|$x:ident, $y:ident| $e:expr) => {
+            for ((o, &$x), &$y) in d.iter_mut().zip(a).zip(b) {
+                *o = $e;
+            }
+        };
+    }
+    let t = |c: bool| if c { T::ONE } else { T::ZERO };
+    match prim {
+        Prim::Add => m!(|x, y| x + y),
+        Prim::Sub => m!(|x, y| x - y),
+        Prim::Mul => m!(|x, y| x * y),
+        Prim::Div => m!(|x, y| x / y),
+        Prim::Rem => m!(|x, y| x % y),
+        Prim::Pow => m!(|x, y| x.powf(y)),
+        Prim::Max => m!(|x, y| max_nan(x, y)),
+        Prim::Min => m!(|x, y| min_nan(x, y)),
+        Prim::Atan2 => m!(|x, y| x.atan2(y)),
+        Prim::Eq => m!(|x, y| t(x == y)),
+        Prim::Ne => m!(|x, y| t(x != y)),
+        Prim::Lt => m!(|x, y| t(x < y)),
+        Prim::Le => m!(|x, y| t(x <= y)),
+        Prim::Gt => m!(|x, y| t(x > y)),
+        Prim::Ge => m!(|x, y| t(x >= y)),
+        p => unreachable!("`{}` is not a fusable binary primitive", p.name()),
+    }
+}
+
+/// True if `prim` can be evaluated by a fused program (on `f32`/`f64`, with `bool`
+/// predicates).
+pub fn is_fusable(prim: &Prim) -> bool {
+    use Prim::*;
+    matches!(
+        prim,
+        Neg | Exp
+            | Log
+            | Log1p
+            | Expm1
+            | Sin
+            | Cos
+            | Tanh
+            | Logistic
+            | Sqrt
+            | Rsqrt
+            | Abs
+            | Sign
+            | Floor
+            | Ceil
+            | Round
+            | Erf
+            | StopGradient
+            | IntegerPow { .. }
+            | Add
+            | Sub
+            | Mul
+            | Div
+            | Rem
+            | Pow
+            | Max
+            | Min
+            | Atan2
+            | Eq
+            | Ne
+            | Lt
+            | Le
+            | Gt
+            | Ge
+            | Select
+            | Clamp
+    )
+}

@@ -1,0 +1,657 @@
+//! The compiled form of a jaxpr: a sequence of steps (fused elementwise groups, library
+//! kernels, free reshapes) with a buffer plan (each intermediate is freed right after its
+//! last use; fused groups write in place into inputs that die there).
+
+use crate::array::{Array, Repr};
+use crate::aval::Aval;
+use crate::backend::Storage;
+use crate::backend::cpu::fused::{self, Arg, FusedProgram, Instr, Output, Reduce, View};
+use crate::backend::cpu::{self, Operand};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::jaxpr::{Atom, Jaxpr, VarName};
+use crate::prim::Prim;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// An operand of a step: a variable or a literal scalar.
+#[derive(Clone, Debug)]
+enum Slot {
+    Var(usize),
+    Lit(Storage),
+}
+
+impl Slot {
+    fn of(a: &Atom) -> Slot {
+        match a {
+            Atom::Var(v) => Slot::Var(v.id),
+            Atom::Lit(l) => Slot::Lit(l.storage().expect("literals are concrete").clone()),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Step {
+    /// One primitive on the CPU kernels.
+    Kernel { prim: Prim, ins: Vec<Slot>, outs: Vec<usize>, out_avals: Vec<Aval> },
+    /// A reshape: the output shares the input's buffer.
+    Alias { input: usize, out: usize },
+    /// A fused elementwise group.
+    Fused {
+        prog: FusedProgram,
+        ins: Vec<Slot>,
+        outs: Vec<usize>,
+        /// The primitives it evaluates, for display.
+        ops: Vec<&'static str>,
+        /// Inputs that may be overwritten when they die here (full view, compute type).
+        donatable: Vec<bool>,
+    },
+}
+
+/// A compiled program (see the [module docs](self)). `Display` prints the steps and the
+/// buffer plan.
+#[derive(Debug)]
+pub struct Executable {
+    in_vars: Vec<usize>,
+    in_avals: Vec<Aval>,
+    avals: Vec<Option<Aval>>,
+    steps: Vec<Step>,
+    outs: Vec<Slot>,
+    out_avals: Vec<Aval>,
+    /// Variables whose buffer is released after each step.
+    free_after: Vec<Vec<usize>>,
+    peak_bytes: usize,
+}
+
+/// A buffer of the environment: borrowed from the caller, or owned (shared by aliases).
+#[derive(Clone)]
+enum Buf<'a> {
+    Ref(&'a Storage),
+    Own(Arc<Storage>),
+}
+
+impl Buf<'_> {
+    fn get(&self) -> &Storage {
+        match self {
+            Buf::Ref(s) => s,
+            Buf::Own(s) => s,
+        }
+    }
+}
+
+/// A fusion group under construction.
+struct Group {
+    dtype: DType,
+    domain: Vec<usize>,
+    members: Vec<usize>,
+    sealed: bool,
+    /// Product of the reduced trailing dims, once a reduction joined.
+    inner: Option<usize>,
+}
+
+fn is_float(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F64)
+}
+
+/// The compute type of a fusable equation, if it can join a fused group.
+fn fusable_type(prim: &Prim, ins: &[Atom], out: &Aval) -> Option<DType> {
+    let t = match prim {
+        Prim::BroadcastInDim { .. } => out.dtype,
+        p if p.is_comparison() => ins[0].aval().dtype,
+        Prim::Select => ins[1].aval().dtype,
+        p if fused::is_fusable(p) => out.dtype,
+        _ => return None,
+    };
+    if !is_float(t) {
+        return None;
+    }
+    let ok = ins.iter().enumerate().all(|(i, a)| {
+        let d = a.aval().dtype;
+        d == t || (matches!(prim, Prim::Select) && i == 0 && d == DType::Bool)
+    });
+    ok.then_some(t)
+}
+
+/// Product of the trailing dims reduced by `axes`, if they are a suffix of `shape`.
+fn suffix_reduction(axes: &[usize], shape: &[usize]) -> Option<usize> {
+    let nd = shape.len();
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    let k = sorted.len();
+    (k > 0 && sorted.iter().enumerate().all(|(i, &a)| a == nd - k + i))
+        .then(|| shape[nd - k..].iter().product())
+}
+
+fn reduce_kind(prim: &Prim) -> Option<(Reduce, &[usize])> {
+    match prim {
+        Prim::ReduceSum { axes } => Some((Reduce::Sum, axes)),
+        Prim::ReduceMax { axes } => Some((Reduce::Max, axes)),
+        Prim::ReduceMin { axes } => Some((Reduce::Min, axes)),
+        Prim::ReduceProd { axes } => Some((Reduce::Prod, axes)),
+        _ => None,
+    }
+}
+
+impl Executable {
+    /// Compiles a jaxpr without constvars.
+    pub fn compile(j: &Jaxpr) -> Executable {
+        let n = j.num_vars();
+        let mut avals: Vec<Option<Aval>> = vec![None; n];
+        for v in j.constvars.iter().chain(&j.in_binders) {
+            avals[v.id] = Some(v.aval.clone());
+        }
+        for e in &j.eqns {
+            for v in &e.outs {
+                avals[v.id] = Some(v.aval.clone());
+            }
+        }
+        // ---- fusion grouping ----
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of_var: Vec<Option<usize>> = vec![None; n];
+        let mut group_of_eqn: Vec<Option<usize>> = vec![None; j.eqns.len()];
+        let var_group = |a: &Atom, gv: &Vec<Option<usize>>| match a {
+            Atom::Var(v) => gv[v.id],
+            Atom::Lit(_) => None,
+        };
+        for (i, e) in j.eqns.iter().enumerate() {
+            let out = &e.outs[0].aval;
+            let mut joined = None;
+            if e.outs.len() == 1
+                && let Some(t) = fusable_type(&e.prim, &e.inputs, out)
+            {
+                let is_bcast = matches!(e.prim, Prim::BroadcastInDim { .. });
+                if !is_bcast {
+                    joined =
+                        e.inputs.iter().filter_map(|a| var_group(a, &group_of_var)).find(|&g| {
+                            let g = &groups[g];
+                            !g.sealed && g.dtype == t && g.domain == out.shape
+                        });
+                }
+                // Other groups feeding this equation are consumed from outside theirs.
+                for a in &e.inputs {
+                    if let Some(g) = var_group(a, &group_of_var)
+                        && Some(g) != joined
+                    {
+                        groups[g].sealed = true;
+                    }
+                }
+                let g = joined.unwrap_or_else(|| {
+                    groups.push(Group {
+                        dtype: t,
+                        domain: out.shape.clone(),
+                        members: vec![],
+                        sealed: false,
+                        inner: None,
+                    });
+                    groups.len() - 1
+                });
+                joined = Some(g);
+            } else if let Some((_, axes)) = reduce_kind(&e.prim)
+                && let Some(g) = var_group(&e.inputs[0], &group_of_var)
+                && let Some(inner) = suffix_reduction(axes, e.inputs[0].aval().shape.as_slice())
+                && !groups[g].sealed
+                && groups[g].dtype == out.dtype
+                && groups[g].domain == e.inputs[0].aval().shape
+                && groups[g].inner.is_none_or(|k| k == inner)
+            {
+                groups[g].inner = Some(inner);
+                joined = Some(g);
+            } else {
+                for a in &e.inputs {
+                    if let Some(g) = var_group(a, &group_of_var) {
+                        groups[g].sealed = true;
+                    }
+                }
+            }
+            if let Some(g) = joined {
+                groups[g].members.push(i);
+                group_of_eqn[i] = Some(g);
+                for v in &e.outs {
+                    group_of_var[v.id] = Some(g);
+                }
+            }
+        }
+        // A group pays off from two members; single ones run as kernels.
+        for (i, g) in group_of_eqn.iter_mut().enumerate() {
+            if let Some(k) = *g
+                && groups[k].members.len() < 2
+            {
+                *g = None;
+                for v in &j.eqns[i].outs {
+                    group_of_var[v.id] = None;
+                }
+            }
+        }
+        // Group outputs: member values read outside the group or returned.
+        let mut escapes = vec![false; n];
+        for (i, e) in j.eqns.iter().enumerate() {
+            for a in &e.inputs {
+                if let Atom::Var(v) = a
+                    && group_of_var[v.id].is_some()
+                    && group_of_var[v.id] != group_of_eqn[i]
+                {
+                    escapes[v.id] = true;
+                }
+            }
+        }
+        for a in &j.outs {
+            if let Atom::Var(v) = a {
+                escapes[v.id] = true;
+            }
+        }
+        // ---- steps ----
+        let mut steps = Vec::new();
+        for (i, e) in j.eqns.iter().enumerate() {
+            match group_of_eqn[i] {
+                None => steps.push(match (&e.prim, &e.inputs[0]) {
+                    (
+                        Prim::Reshape { .. } | Prim::Squeeze { .. } | Prim::ExpandDims { .. },
+                        Atom::Var(v),
+                    ) => Step::Alias { input: v.id, out: e.outs[0].id },
+                    _ => Step::Kernel {
+                        prim: e.prim.clone(),
+                        ins: e.inputs.iter().map(Slot::of).collect(),
+                        outs: e.outs.iter().map(|v| v.id).collect(),
+                        out_avals: e.outs.iter().map(|v| v.aval.clone()).collect(),
+                    },
+                }),
+                Some(g) if *groups[g].members.last().expect("nonempty") == i => {
+                    steps.push(build_group(j, &groups[g], &group_of_var, g, &escapes));
+                }
+                Some(_) => {}
+            }
+        }
+        // ---- buffer plan: free after the last use ----
+        let mut last_use: Vec<Option<usize>> = vec![None; n];
+        for (s, step) in steps.iter().enumerate() {
+            let ins: Vec<usize> = match step {
+                Step::Kernel { ins, .. } | Step::Fused { ins, .. } => ins
+                    .iter()
+                    .filter_map(|x| match x {
+                        Slot::Var(v) => Some(*v),
+                        Slot::Lit(_) => None,
+                    })
+                    .collect(),
+                Step::Alias { input, .. } => vec![*input],
+            };
+            for v in ins {
+                last_use[v] = Some(s);
+            }
+        }
+        let mut is_out = vec![false; n];
+        for a in &j.outs {
+            if let Atom::Var(v) = a {
+                is_out[v.id] = true;
+            }
+        }
+        let mut free_after = vec![Vec::new(); steps.len()];
+        for (v, s) in last_use.iter().enumerate() {
+            if let Some(s) = s
+                && !is_out[v]
+            {
+                free_after[*s].push(v);
+            }
+        }
+        // Peak bytes of intermediates (aliases share their input's buffer).
+        let bytes = |v: usize| avals[v].as_ref().map_or(0, |a| a.size() * a.dtype.size_in_bytes());
+        let (mut live, mut peak) = (0usize, 0usize);
+        for (s, step) in steps.iter().enumerate() {
+            match step {
+                Step::Kernel { outs, .. } | Step::Fused { outs, .. } => {
+                    live += outs.iter().map(|&v| bytes(v)).sum::<usize>();
+                }
+                Step::Alias { .. } => {}
+            }
+            peak = peak.max(live);
+            let aliases: Vec<usize> = steps
+                .iter()
+                .filter_map(|st| match st {
+                    Step::Alias { out, .. } => Some(*out),
+                    _ => None,
+                })
+                .collect();
+            for &v in &free_after[s] {
+                if !aliases.contains(&v) && !j.in_binders.iter().any(|b| b.id == v) {
+                    live = live.saturating_sub(bytes(v));
+                }
+            }
+        }
+        Executable {
+            in_vars: j.in_binders.iter().map(|v| v.id).collect(),
+            in_avals: j.in_avals(),
+            avals,
+            steps,
+            outs: j.outs.iter().map(Slot::of).collect(),
+            out_avals: j.out_avals(),
+            free_after,
+            peak_bytes: peak,
+        }
+    }
+
+    /// Number of fused groups.
+    pub fn num_fused(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s, Step::Fused { .. })).count()
+    }
+
+    /// Number of steps (fused groups, kernels and reshapes).
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Runs on borrowed inputs (the CPU kernel of [`Prim::Call`]).
+    pub fn run(&self, ins: &[Operand<'_>]) -> Vec<Storage> {
+        let mut env: Vec<Option<Buf<'_>>> = vec![None; self.avals.len()];
+        for (v, op) in self.in_vars.iter().zip(ins) {
+            env[*v] = Some(Buf::Ref(op.data));
+        }
+        self.exec(env)
+    }
+
+    /// Runs on arrays, taking ownership: inputs nothing else references are donated (their
+    /// buffers may be overwritten by the computation).
+    pub(crate) fn run_arrays(&self, args: Vec<Array>) -> Result<Vec<Array>> {
+        if args.len() != self.in_avals.len() {
+            return Err(Error::Arity {
+                op: "jit".into(),
+                expected: self.in_avals.len(),
+                got: args.len(),
+            });
+        }
+        for (i, (a, want)) in args.iter().zip(&self.in_avals).enumerate() {
+            if a.aval() != want {
+                return Err(Error::Transform {
+                    transform: "jit",
+                    msg: format!("input {i} is {} but the program expects {want}", a.aval()),
+                });
+            }
+        }
+        let mut owned: Vec<(usize, Storage)> = Vec::new();
+        let mut shared: Vec<(usize, Array)> = Vec::new();
+        for (v, a) in self.in_vars.iter().zip(args) {
+            match Arc::try_unwrap(a.0) {
+                Ok(inner) => match inner.repr {
+                    Repr::Concrete(s) => owned.push((*v, s)),
+                    Repr::Tracer(_) => unreachable!("run_arrays is called on concrete arrays"),
+                },
+                Err(arc) => shared.push((*v, Array(arc))),
+            }
+        }
+        let mut env: Vec<Option<Buf<'_>>> = vec![None; self.avals.len()];
+        for (v, a) in &shared {
+            env[*v] = Some(Buf::Ref(a.concrete_storage("jit")?));
+        }
+        for (v, s) in owned {
+            env[v] = Some(Buf::Own(Arc::new(s)));
+        }
+        let outs = self.exec(env);
+        Ok(outs
+            .into_iter()
+            .zip(&self.out_avals)
+            .map(|(s, a)| Array::from_storage(s, a.shape.clone()))
+            .collect())
+    }
+
+    fn exec<'a>(&self, mut env: Vec<Option<Buf<'a>>>) -> Vec<Storage> {
+        fn read<'b>(env: &'b [Option<Buf<'_>>], s: &'b Slot) -> &'b Storage {
+            match s {
+                Slot::Var(v) => env[*v].as_ref().expect("bound before use").get(),
+                Slot::Lit(l) => l,
+            }
+        }
+        for (si, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Kernel { prim, ins, outs, out_avals } => {
+                    let ops: Vec<Operand<'_>> = ins
+                        .iter()
+                        .map(|s| Operand {
+                            data: read(&env, s),
+                            shape: match s {
+                                Slot::Var(v) => &self.avals[*v].as_ref().expect("typed").shape,
+                                Slot::Lit(_) => &[],
+                            },
+                        })
+                        .collect();
+                    let res = cpu::execute(prim, &ops, out_avals);
+                    for (v, s) in outs.iter().zip(res) {
+                        env[*v] = Some(Buf::Own(Arc::new(s)));
+                    }
+                }
+                Step::Alias { input, out } => env[*out] = env[*input].clone(),
+                Step::Fused { prog, ins, outs, donatable, .. } => {
+                    // Inputs that die here, are uniquely owned and read once are donated.
+                    let mut donate = vec![false; ins.len()];
+                    for (k, s) in ins.iter().enumerate() {
+                        if let Slot::Var(v) = s
+                            && donatable[k]
+                            && self.free_after[si].contains(v)
+                            && ins.iter().filter(|x| matches!(x, Slot::Var(w) if w == v)).count()
+                                == 1
+                            && matches!(&env[*v], Some(Buf::Own(a)) if Arc::strong_count(a) == 1)
+                        {
+                            donate[k] = true;
+                        }
+                    }
+                    let mut donated: HashMap<usize, Storage> = HashMap::new();
+                    for (k, s) in ins.iter().enumerate() {
+                        if let (true, Slot::Var(v)) = (donate[k], s)
+                            && let Some(Buf::Own(a)) = env[*v].take()
+                        {
+                            donated.insert(k, Arc::try_unwrap(a).expect("unique"));
+                        }
+                    }
+                    let args: Vec<Arg<'_>> = ins
+                        .iter()
+                        .enumerate()
+                        .map(|(k, s)| match donated.remove(&k) {
+                            Some(st) => Arg::Donated(st),
+                            None => Arg::Ref(read(&env, s)),
+                        })
+                        .collect();
+                    let res = fused::run(prog, args);
+                    for (v, s) in outs.iter().zip(res) {
+                        env[*v] = Some(Buf::Own(Arc::new(s)));
+                    }
+                }
+            }
+            for v in &self.free_after[si] {
+                env[*v] = None;
+            }
+        }
+        let bufs: Vec<Buf<'_>> = self
+            .outs
+            .iter()
+            .map(|s| match s {
+                Slot::Var(v) => env[*v].clone().expect("outputs are bound"),
+                Slot::Lit(l) => Buf::Own(Arc::new(l.clone())),
+            })
+            .collect();
+        drop(env);
+        bufs.into_iter()
+            .map(|b| match b {
+                Buf::Ref(s) => s.clone(),
+                Buf::Own(a) => Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()),
+            })
+            .collect()
+    }
+}
+
+/// Builds the fused program of group `gi`.
+fn build_group(
+    j: &Jaxpr,
+    g: &Group,
+    group_of_var: &[Option<usize>],
+    gi: usize,
+    escapes: &[bool],
+) -> Step {
+    let mut reg_of: HashMap<usize, usize> = HashMap::new();
+    let mut n_regs = 0;
+    let mut prologue = Vec::new();
+    let mut body = Vec::new();
+    let mut views: Vec<View> = Vec::new();
+    let mut ins: Vec<Slot> = Vec::new();
+    let mut donatable = Vec::new();
+    let mut input_regs: HashMap<(usize, String), usize> = HashMap::new();
+    let mut outputs = Vec::new();
+    let mut outs = Vec::new();
+    let mut ops = Vec::new();
+    let n: usize = g.domain.iter().product();
+    let mut fresh = || {
+        n_regs += 1;
+        n_regs - 1
+    };
+    for &i in &g.members {
+        let e = &j.eqns[i];
+        ops.push(e.prim.name());
+        // Registers of the operands.
+        let mut operand = |a: &Atom, view: Option<View>, fresh: &mut dyn FnMut() -> usize| match a {
+            Atom::Lit(l) => {
+                let dst = fresh();
+                prologue.push(Instr::Const { value: l.to_f64_vec()[0], dst });
+                dst
+            }
+            Atom::Var(v) if group_of_var[v.id] == Some(gi) && view.is_none() => reg_of[&v.id],
+            Atom::Var(v) => {
+                let view = view.unwrap_or(if v.aval.size() == n && v.aval.shape == g.domain {
+                    View::Full
+                } else {
+                    View::Scalar
+                });
+                let k = (v.id, format!("{view:?}"));
+                if let Some(&r) = input_regs.get(&k) {
+                    return r;
+                }
+                let dst = fresh();
+                let input = ins.len();
+                ins.push(Slot::Var(v.id));
+                donatable.push(view == View::Full && v.aval.dtype == g.dtype);
+                match view {
+                    View::Scalar => prologue.push(Instr::Load { input, dst }),
+                    _ => body.push(Instr::Load { input, dst }),
+                }
+                views.push(view);
+                input_regs.insert(k, dst);
+                dst
+            }
+        };
+        if let Some((kind, _)) = reduce_kind(&e.prim) {
+            let r = operand(&e.inputs[0], None, &mut fresh);
+            outputs.push(Output::Reduce { reg: r, kind });
+            outs.push(e.outs[0].id);
+            continue;
+        }
+        let dst = match &e.prim {
+            Prim::BroadcastInDim { dims, .. } => match &e.inputs[0] {
+                Atom::Lit(_) => operand(&e.inputs[0], None, &mut fresh),
+                Atom::Var(v) if v.aval.size() == 1 => {
+                    operand(&e.inputs[0], Some(View::Scalar), &mut fresh)
+                }
+                Atom::Var(v) => {
+                    let in_shape = &v.aval.shape;
+                    let mut in_strides = vec![1usize; in_shape.len()];
+                    for k in (0..in_shape.len().saturating_sub(1)).rev() {
+                        in_strides[k] = in_strides[k + 1] * in_shape[k + 1];
+                    }
+                    let mut strides = vec![0usize; g.domain.len()];
+                    for (k, &d) in dims.iter().enumerate() {
+                        if in_shape[k] != 1 {
+                            strides[d] = in_strides[k];
+                        }
+                    }
+                    operand(&e.inputs[0], Some(View::Strided(strides)), &mut fresh)
+                }
+            },
+            p => {
+                let regs: Vec<usize> =
+                    e.inputs.iter().map(|a| operand(a, None, &mut fresh)).collect();
+                let dst = fresh();
+                body.push(match p {
+                    Prim::Select => Instr::Select { p: regs[0], t: regs[1], f: regs[2], dst },
+                    Prim::Clamp => Instr::Clamp { lo: regs[0], x: regs[1], hi: regs[2], dst },
+                    _ if regs.len() == 1 => Instr::Unary { prim: p.clone(), a: regs[0], dst },
+                    _ => Instr::Binary { prim: p.clone(), a: regs[0], b: regs[1], dst },
+                });
+                dst
+            }
+        };
+        let v = &e.outs[0];
+        reg_of.insert(v.id, dst);
+        if escapes[v.id] {
+            outputs.push(Output::Elementwise { reg: dst, bool_out: v.aval.dtype == DType::Bool });
+            outs.push(v.id);
+        }
+    }
+    Step::Fused {
+        prog: FusedProgram {
+            dtype: g.dtype,
+            domain: g.domain.clone(),
+            inner: g.inner.unwrap_or(1),
+            views,
+            prologue,
+            body,
+            outputs,
+            n_regs,
+        },
+        ins,
+        outs,
+        ops,
+        donatable,
+    }
+}
+
+impl fmt::Display for Executable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |vs: &[usize]| vs.iter().map(|v| VarName(*v).to_string()).collect::<Vec<_>>();
+        let slots = |ss: &[Slot]| {
+            ss.iter()
+                .map(|s| match s {
+                    Slot::Var(v) => VarName(*v).to_string(),
+                    Slot::Lit(l) => format!("{:?}", l).chars().take(24).collect(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        writeln!(
+            f,
+            "executable: {} inputs, {} steps ({} fused), peak intermediates {} bytes",
+            self.in_vars.len(),
+            self.steps.len(),
+            self.num_fused(),
+            self.peak_bytes
+        )?;
+        for (i, s) in self.steps.iter().enumerate() {
+            match s {
+                Step::Kernel { prim, ins, outs, .. } => write!(
+                    f,
+                    "  {i}: {} = kernel {} {}",
+                    names(outs).join(" "),
+                    prim.name(),
+                    slots(ins)
+                )?,
+                Step::Alias { input, out } => {
+                    write!(f, "  {i}: {} = alias {}", VarName(*out), VarName(*input))?
+                }
+                Step::Fused { prog, ins, outs, ops, .. } => write!(
+                    f,
+                    "  {i}: {} = fused[{}{:?}{}] {{{}}} {}",
+                    names(outs).join(" "),
+                    prog.dtype,
+                    prog.domain,
+                    if prog.inner > 1 {
+                        format!(" reduce inner {}", prog.inner)
+                    } else {
+                        "".into()
+                    },
+                    ops.join(", "),
+                    slots(ins)
+                )?,
+            }
+            if self.free_after[i].is_empty() {
+                writeln!(f)?;
+            } else {
+                writeln!(f, "    ; free {}", names(&self.free_after[i]).join(" "))?;
+            }
+        }
+        write!(f, "  out ({})", slots(&self.outs))
+    }
+}

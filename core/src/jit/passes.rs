@@ -1,0 +1,246 @@
+//! Program optimizations run before compilation: inlining of nested calls, constant
+//! folding, algebraic simplification, common-subexpression elimination (all in one
+//! forward rewrite) and dead-code elimination.
+
+use crate::array::Array;
+use crate::aval::Aval;
+use crate::dtype::DType;
+use crate::jaxpr::{Atom, Eqn, Jaxpr, Var};
+use crate::prim::Prim;
+use std::collections::HashMap;
+
+/// Identity of an operand for common-subexpression elimination.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum AtomKey {
+    Var(usize),
+    Lit(DType, Vec<u8>),
+}
+
+fn key(a: &Atom) -> AtomKey {
+    match a {
+        Atom::Var(v) => AtomKey::Var(v.id),
+        Atom::Lit(l) => AtomKey::Lit(l.dtype(), l.to_bytes()),
+    }
+}
+
+#[derive(Default)]
+struct Rewriter {
+    next: usize,
+    eqns: Vec<Eqn>,
+    /// Equations already emitted, by primitive and operands.
+    cse: HashMap<(Prim, Vec<AtomKey>), Vec<Var>>,
+    /// The defining primitive and operands of single-output variables.
+    defs: HashMap<usize, (Prim, Vec<Atom>)>,
+}
+
+/// The scalar value of `a` if it is a literal or a broadcast of one.
+fn scalar_value(r: &Rewriter, a: &Atom) -> Option<f64> {
+    match a {
+        Atom::Lit(l) => Some(l.to_f64_vec()[0]),
+        Atom::Var(v) => match r.defs.get(&v.id) {
+            Some((Prim::BroadcastInDim { .. }, ins)) => match &ins[0] {
+                Atom::Lit(l) => Some(l.to_f64_vec()[0]),
+                _ => None,
+            },
+            _ => None,
+        },
+    }
+}
+
+impl Rewriter {
+    fn fresh(&mut self, aval: Aval) -> Var {
+        let v = Var { id: self.next, aval };
+        self.next += 1;
+        v
+    }
+
+    /// Rewrites the body of `j` with its inputs bound to `ins`; returns its outputs.
+    fn body(&mut self, j: &Jaxpr, ins: Vec<Atom>) -> Vec<Atom> {
+        let mut env: HashMap<usize, Atom> = HashMap::new();
+        for (v, a) in j.constvars.iter().chain(&j.in_binders).zip(ins) {
+            env.insert(v.id, a);
+        }
+        let read = |env: &HashMap<usize, Atom>, a: &Atom| match a {
+            Atom::Var(v) => env[&v.id].clone(),
+            Atom::Lit(_) => a.clone(),
+        };
+        for eqn in &j.eqns {
+            let ins: Vec<Atom> = eqn.inputs.iter().map(|a| read(&env, a)).collect();
+            let outs = match &eqn.prim {
+                Prim::Call { callee } => self.body(callee.jaxpr(), ins),
+                p => {
+                    let avals: Vec<Aval> = eqn.outs.iter().map(|v| v.aval.clone()).collect();
+                    self.emit(p.clone(), ins, avals)
+                }
+            };
+            for (v, o) in eqn.outs.iter().zip(outs) {
+                env.insert(v.id, o);
+            }
+        }
+        j.outs.iter().map(|a| read(&env, a)).collect()
+    }
+
+    /// Emits one equation after folding, simplifying and deduplicating it.
+    fn emit(&mut self, prim: Prim, ins: Vec<Atom>, avals: Vec<Aval>) -> Vec<Atom> {
+        // Constant folding: scalar results of literal operands.
+        if !ins.is_empty()
+            && avals.iter().all(|a| a.ndim() == 0)
+            && let Some(lits) = ins
+                .iter()
+                .map(|a| match a {
+                    Atom::Lit(l) => Some(l.clone()),
+                    Atom::Var(_) => None,
+                })
+                .collect::<Option<Vec<Array>>>()
+            && let Ok(outs) = crate::trace::eval_eager(&prim, &lits)
+        {
+            return outs.into_iter().map(Atom::Lit).collect();
+        }
+        if avals.len() == 1
+            && let Some((p, a)) = self.simplify(&prim, &ins, &avals[0])
+        {
+            return match p {
+                None => vec![a[0].clone()],
+                Some(p) => self.emit(p, a, avals),
+            };
+        }
+        let k = (prim.clone(), ins.iter().map(key).collect::<Vec<_>>());
+        if let Some(outs) = self.cse.get(&k) {
+            return outs.iter().cloned().map(Atom::Var).collect();
+        }
+        let outs: Vec<Var> = avals.into_iter().map(|a| self.fresh(a)).collect();
+        if outs.len() == 1 {
+            self.defs.insert(outs[0].id, (prim.clone(), ins.clone()));
+        }
+        self.cse.insert(k, outs.clone());
+        self.eqns.push(Eqn { prim, inputs: ins, outs: outs.clone() });
+        outs.into_iter().map(Atom::Var).collect()
+    }
+
+    /// An algebraic simplification of `prim(ins)`: `(None, [x])` means the result is `x`,
+    /// `(Some(p), args)` a cheaper equation.
+    #[allow(clippy::type_complexity)] // a local rewrite result, read right below
+    fn simplify(&self, prim: &Prim, ins: &[Atom], out: &Aval) -> Option<(Option<Prim>, Vec<Atom>)> {
+        let same = |a: &Atom| a.aval() == out;
+        let def = |a: &Atom| match a {
+            Atom::Var(v) => self.defs.get(&v.id),
+            Atom::Lit(_) => None,
+        };
+        let is = |a: &Atom, c: f64| scalar_value(self, a) == Some(c);
+        match prim {
+            Prim::Reshape { .. } | Prim::Squeeze { .. } | Prim::ExpandDims { .. } => {
+                if same(&ins[0]) {
+                    return Some((None, vec![ins[0].clone()]));
+                }
+                let reshape = Prim::Reshape { shape: out.shape.clone() };
+                if let Some((
+                    Prim::Reshape { .. } | Prim::Squeeze { .. } | Prim::ExpandDims { .. },
+                    inner,
+                )) = def(&ins[0])
+                {
+                    return Some((Some(reshape), vec![inner[0].clone()]));
+                }
+                if !matches!(prim, Prim::Reshape { .. }) {
+                    return Some((Some(reshape), ins.to_vec()));
+                }
+                None
+            }
+            Prim::Transpose { perm } => {
+                if perm.iter().enumerate().all(|(i, &p)| i == p) {
+                    return Some((None, vec![ins[0].clone()]));
+                }
+                if let Some((Prim::Transpose { perm: p1 }, inner)) = def(&ins[0]) {
+                    let perm: Vec<usize> = perm.iter().map(|&i| p1[i]).collect();
+                    return Some((Some(Prim::Transpose { perm }), vec![inner[0].clone()]));
+                }
+                None
+            }
+            Prim::BroadcastInDim { .. } | Prim::ConvertElementType { .. } if same(&ins[0]) => {
+                Some((None, vec![ins[0].clone()]))
+            }
+            Prim::Neg => match def(&ins[0]) {
+                Some((Prim::Neg, inner)) => Some((None, vec![inner[0].clone()])),
+                _ => None,
+            },
+            Prim::Mul if is(&ins[1], 1.0) && same(&ins[0]) => Some((None, vec![ins[0].clone()])),
+            Prim::Mul if is(&ins[0], 1.0) && same(&ins[1]) => Some((None, vec![ins[1].clone()])),
+            Prim::Div if is(&ins[1], 1.0) && same(&ins[0]) => Some((None, vec![ins[0].clone()])),
+            Prim::Add | Prim::Sub if is(&ins[1], 0.0) && same(&ins[0]) => {
+                Some((None, vec![ins[0].clone()]))
+            }
+            Prim::Add if is(&ins[0], 0.0) && same(&ins[1]) => Some((None, vec![ins[1].clone()])),
+            _ => None,
+        }
+    }
+}
+
+/// Removes equations whose results are never used.
+fn dce(mut j: Jaxpr) -> Jaxpr {
+    let mut live = vec![false; j.num_vars()];
+    for a in &j.outs {
+        if let Atom::Var(v) = a {
+            live[v.id] = true;
+        }
+    }
+    let mut kept = Vec::with_capacity(j.eqns.len());
+    for eqn in j.eqns.into_iter().rev() {
+        if eqn.outs.iter().any(|v| live[v.id]) {
+            for a in &eqn.inputs {
+                if let Atom::Var(v) = a {
+                    live[v.id] = true;
+                }
+            }
+            kept.push(eqn);
+        }
+    }
+    kept.reverse();
+    j.eqns = kept;
+    j
+}
+
+/// The value of `x` if it is concrete with all elements equal.
+fn uniform_value(x: &Array) -> Option<Array> {
+    if x.is_tracer() || x.size() == 0 {
+        return None;
+    }
+    let bytes = x.to_bytes();
+    let w = x.dtype().size_in_bytes();
+    let first = &bytes[..w];
+    bytes
+        .chunks_exact(w)
+        .all(|c| c == first)
+        .then(|| Array::from_bytes(first, [], x.dtype()).ok())?
+}
+
+/// Inlines nested calls, folds constants, simplifies, deduplicates and removes dead code,
+/// for a program whose first `consts.len()` inputs are the given constants:
+/// constants with all elements equal become broadcast literals (so fused code computes
+/// them instead of reading them), the others stay leading inputs.
+pub(crate) fn optimize_closed(j: &Jaxpr, consts: Vec<Array>) -> (Jaxpr, Vec<Array>) {
+    let mut r = Rewriter::default();
+    let mut ins = Vec::new();
+    let mut in_binders = Vec::new();
+    let mut kept = Vec::new();
+    for (k, v) in j.constvars.iter().chain(&j.in_binders).enumerate() {
+        if k < consts.len()
+            && let Some(lit) = uniform_value(&consts[k])
+        {
+            let atom = if v.aval.ndim() == 0 {
+                Atom::Lit(lit)
+            } else {
+                let prim = Prim::BroadcastInDim { shape: v.aval.shape.clone(), dims: vec![] };
+                r.emit(prim, vec![Atom::Lit(lit)], vec![v.aval.clone()]).remove(0)
+            };
+            ins.push(atom);
+            continue;
+        }
+        if k < consts.len() {
+            kept.push(consts[k].clone());
+        }
+        let nv = r.fresh(v.aval.clone());
+        in_binders.push(nv.clone());
+        ins.push(Atom::Var(nv));
+    }
+    let outs = r.body(j, ins);
+    (dce(Jaxpr { constvars: vec![], in_binders, eqns: r.eqns, outs }), kept)
+}

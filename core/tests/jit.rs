@@ -1,0 +1,246 @@
+//! `jit`: values equal eager, composition with every transformation, the cache, static
+//! arguments, donation, the optimization passes and fusion.
+
+use kiln::jit::{Jit, jit_static};
+use kiln::{Array, Axes, DType, grad, jit, jvp, lax, value_and_grad, vmap, vmap_with};
+use std::rc::Rc;
+
+fn data(shape: &[usize], seed: u64, dtype: DType) -> Array {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect();
+    Array::from_f64_vec(&v, shape, dtype)
+}
+
+#[track_caller]
+fn close(got: &Array, want: &Array, tol: f64) {
+    assert_eq!(got.shape(), want.shape(), "shape");
+    assert_eq!(got.dtype(), want.dtype(), "dtype");
+    for (i, (g, w)) in got.to_f64_vec().iter().zip(want.to_f64_vec()).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()),
+            "[{i}]: jit {g}, eager {w}"
+        );
+    }
+}
+
+fn sum_xyz(t: &(Array, Array, Array)) -> Array {
+    (&t.0 + &t.1 * &t.2).sum()
+}
+
+#[test]
+fn sum_of_product_is_one_fused_pass() {
+    for dtype in [DType::F32, DType::F64] {
+        let n = 200_003; // not a multiple of the tile or chunk sizes, above the parallel threshold
+        let args = (data(&[n], 1, dtype), data(&[n], 2, dtype), data(&[n], 3, dtype));
+        let f = Jit::new(sum_xyz);
+        close(&f.call(&args), &sum_xyz(&args), 1e-5);
+        let compiled = f.lower(&args).compile();
+        assert_eq!(compiled.executable().num_steps(), 1, "{compiled}");
+        assert_eq!(compiled.executable().num_fused(), 1, "{compiled}");
+        assert!(compiled.to_string().contains("reduce_sum"), "{compiled}");
+    }
+}
+
+fn mlp(p: &(Array, Array, Array, Array), x: &Array) -> Array {
+    let h = (x.matmul(&p.0) + &p.1).relu();
+    let logits = h.matmul(&p.2) + &p.3;
+    logits.log_softmax(-1)
+}
+
+fn params(dtype: DType) -> (Array, Array, Array, Array) {
+    (
+        data(&[8, 16], 11, dtype),
+        data(&[16], 12, dtype),
+        data(&[16, 5], 13, dtype),
+        data(&[5], 14, dtype),
+    )
+}
+
+#[test]
+fn fused_broadcasts_rows_and_softmax_match_eager() {
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
+        let p = params(dtype);
+        for batch in [1, 7, 300] {
+            let x = data(&[batch, 8], 5, dtype);
+            let x2 = x.clone();
+            let f = Jit::new(move |p: &(Array, Array, Array, Array)| mlp(p, &x2));
+            close(&f.call(&p), &mlp(&p, &x), tol);
+            let loss = |x: Array| move |p: &(Array, Array, Array, Array)| -mlp(p, &x).mean();
+            let want = grad(loss(x.clone()))(&p);
+            let got = Jit::new(move |p: &(Array, Array, Array, Array)| {
+                value_and_grad(loss(x.clone()))(p)
+            })
+            .call(&p);
+            close(&got.1.0, &want.0, tol);
+            close(&got.1.1, &want.1, tol);
+            close(&got.1.2, &want.2, tol);
+            close(&got.1.3, &want.3, tol);
+        }
+    }
+}
+
+#[test]
+fn selects_comparisons_and_clamps_fuse() {
+    let f = |x: &Array| {
+        let y = kiln::where_(x.gt(0.25), (x * 3.0).exp(), &(x.sin() - 1.0));
+        let z = lax::clamp(
+            &Array::scalar(-0.5f64).broadcast_to(x.shape()),
+            &y,
+            &Array::scalar(2.0f64).broadcast_to(x.shape()),
+        );
+        (z.clone(), z.sum_axes([1], false), x.gt(0.0))
+    };
+    let x = data(&[50, 3000], 4, DType::F64);
+    let (a, b, c) = jit(f)(&x);
+    let (wa, wb, wc) = f(&x);
+    close(&a, &wa, 1e-12);
+    close(&b, &wb, 1e-12);
+    assert_eq!(c.to_vec::<bool>(), wc.to_vec::<bool>());
+}
+
+#[test]
+fn composition_in_every_order() {
+    let f = |x: &Array| (x.sin() * x + x.tanh()).sum();
+    let x = data(&[4, 3], 7, DType::F64);
+    let g = grad(f)(&x);
+    // grad(jit), jit(grad), jvp(jit), nested jit
+    close(&grad(jit(f))(&x), &g, 1e-12);
+    close(&jit(grad(f))(&x), &g, 1e-12);
+    close(&jit(move |x: &Array| jit(grad(f))(x))(&x), &g, 1e-12);
+    let t = data(&[4, 3], 8, DType::F64);
+    close(&jvp(jit(f), &x, &t).1, &jvp(f, &x, &t).1, 1e-12);
+    // vmap(jit), jit(vmap), jit(vmap(grad))
+    let per_row = |x: &Array| (x.sin() * x).sum();
+    let want_rows = vmap(per_row)(&x);
+    close(&vmap(jit(per_row))(&x), &want_rows, 1e-12);
+    close(&jit(vmap(per_row))(&x), &want_rows, 1e-12);
+    let want_g = vmap(grad(per_row))(&x);
+    close(&jit(vmap(grad(per_row)))(&x), &want_g, 1e-12);
+    close(&vmap(jit(grad(per_row)))(&x), &want_g, 1e-12);
+    // vmap of jit with a broadcast (unmapped) argument
+    let w = data(&[3], 9, DType::F64);
+    let h = |(x, w): &(Array, Array)| (x * w).sin().sum();
+    let got = vmap_with(jit(h), Axes::tuple((Some(0), None)))(&(x.clone(), w.clone()));
+    close(&got, &vmap_with(h, Axes::tuple((Some(0), None)))(&(x.clone(), w.clone())), 1e-12);
+    // hessian through jit
+    close(&kiln::hessian(jit(f))(&x.reshape([-1])), &kiln::hessian(f)(&x.reshape([-1])), 1e-10);
+}
+
+#[test]
+fn jit_closing_over_an_outer_tracer() {
+    let x = data(&[5], 3, DType::F64);
+    let w = data(&[5], 4, DType::F64);
+    // d/dw of a jitted function that closes over w (a JVP tracer inside grad).
+    let got = grad(|w: &Array| {
+        let w = w.clone();
+        let inner = jit(move |x: &Array| (x * &w).sin().sum());
+        inner(&x)
+    })(&w);
+    let want = grad(|w: &Array| (&x * w).sin().sum())(&w);
+    close(&got, &want, 1e-12);
+}
+
+#[test]
+fn cache_retraces_only_on_new_signatures() {
+    let f = Jit::new(|x: &Array| (x * 2.0).exp());
+    let a = data(&[3], 1, DType::F32);
+    f.call(&a);
+    f.call(&data(&[3], 2, DType::F32));
+    assert_eq!(f.traces(), 1);
+    f.call(&data(&[4], 2, DType::F32));
+    assert_eq!(f.traces(), 2);
+    f.call(&data(&[3], 2, DType::F64));
+    assert_eq!(f.traces(), 3);
+    f.call(&a);
+    assert_eq!(f.traces(), 3);
+}
+
+#[test]
+fn static_arguments_are_part_of_the_key() {
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let c = calls.clone();
+    let f = jit_static(move |x: &Array, power: &i32| {
+        c.set(c.get() + 1);
+        let mut y = x.clone();
+        for _ in 1..*power {
+            y = &y * x;
+        }
+        y
+    });
+    let x = Array::from_vec(vec![2.0f32, 3.0], [2]);
+    assert_eq!(f(&x, &3).to_vec::<f32>(), vec![8.0, 27.0]);
+    assert_eq!(f(&x, &2).to_vec::<f32>(), vec![4.0, 9.0]);
+    assert_eq!(f(&x, &3).to_vec::<f32>(), vec![8.0, 27.0]);
+    assert_eq!(calls.get(), 2, "one trace per static value");
+}
+
+#[test]
+fn donated_inputs_give_the_same_values() {
+    // An SGD step: params are donated and updated in place.
+    let x = data(&[16, 8], 1, DType::F32);
+    let step = Jit::new(move |p: &(Array, Array, Array, Array)| {
+        let g = grad(|p: &(Array, Array, Array, Array)| -mlp(p, &x).mean())(p);
+        (&p.0 - &g.0 * 0.1, &p.1 - &g.1 * 0.1, &p.2 - &g.2 * 0.1, &p.3 - &g.3 * 0.1)
+    });
+    let mut p = params(DType::F32);
+    let mut q = params(DType::F32);
+    for _ in 0..3 {
+        q = step.call(&q);
+        p = step.call_donated(p);
+    }
+    close(&p.0, &q.0, 0.0);
+    close(&p.3, &q.3, 0.0);
+}
+
+#[test]
+fn passes_fold_simplify_dedupe_and_drop_dead_code() {
+    let f = Jit::new(|x: &Array| {
+        let unused = x.exp();
+        let _ = unused;
+        let a = x.sin() + x.sin(); // common subexpression
+        let b = &a * 1.0 + 0.0; // identities
+        let c = b.t().t(); // double transpose
+        let k = Array::scalar(2.0f32) * Array::scalar(3.0f32); // folded before staging
+        c * k
+    });
+    let x = data(&[3, 4], 2, DType::F32);
+    let lowered = f.lower(&x);
+    let text = lowered.to_string();
+    assert_eq!(text.matches("sin").count(), 1, "{text}");
+    assert!(!text.contains("exp"), "{text}");
+    assert!(!text.contains("transpose"), "{text}");
+    let ops = lowered.jaxpr.eqns.len();
+    assert!(ops <= 4, "{ops} equations left:\n{text}");
+    let want = (x.sin() + x.sin()) * 6.0;
+    close(&f.call(&x), &want, 1e-6);
+}
+
+#[test]
+fn compiled_display_shows_fusion_and_buffer_plan() {
+    let x = data(&[64, 32], 1, DType::F32);
+    let w = data(&[32, 16], 2, DType::F32);
+    let f = Jit::new(move |x: &Array| (x.matmul(&w).relu() * 2.0).softmax(-1));
+    let c = f.lower(&x).compile();
+    let s = c.to_string();
+    assert!(s.contains("kernel dot_general"), "{s}");
+    assert!(s.contains("fused["), "{s}");
+    assert!(s.contains("; free"), "{s}");
+    assert!(s.contains("peak intermediates"), "{s}");
+}
+
+#[test]
+fn wrong_input_is_an_error_not_a_panic() {
+    let f = Jit::new(|x: &Array| x.exp());
+    let exe = f.lower(&Array::zeros([2])).compile();
+    assert!(exe.executable().num_steps() >= 1);
+    // Different shapes simply retrace.
+    assert_eq!(f.try_call(&Array::zeros([3])).unwrap().shape(), &[3]);
+}
