@@ -371,40 +371,49 @@ pub fn hvp(f: impl Fn(&Array) -> Array, x: &Array, v: &Array) -> Array {
 }
 
 /// The batching rule of [`Prim::Call`]: stages the batched program as a new call (so
-/// `vmap(jit(f))` stays compiled). Batched outputs have their batch dimension in front.
+/// `vmap(jit(f))` stays compiled), cached on the callee by batch dims and avals. Batched
+/// outputs have their batch dimension in front.
 pub(crate) fn batch_call(
     callee: &crate::jit::Callee,
     args: &[Array],
     bdims: &[Option<usize>],
 ) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
-    let out_bdims = std::cell::RefCell::new(Vec::new());
-    let body = |xs: &Vec<Array>| -> Vec<Array> {
-        let trace = BatchTrace::new();
-        let ins: Vec<Array> =
-            xs.iter().zip(bdims).map(|(x, d)| trace.pure(x.clone(), *d)).collect();
-        let outs = with_trace(Some(trace.clone() as Rc<dyn Trace>), || {
-            lax::ok(callee.jaxpr().eval(&[], &ins))
-        });
-        let mut ds = Vec::with_capacity(outs.len());
-        let res = outs
-            .iter()
-            .map(|o| {
-                let (v, d) = trace.unpack(o);
-                ds.push(d.map(|_| 0));
-                match d {
-                    Some(d) => moveaxis(&v, d, 0),
-                    None => v,
-                }
-            })
-            .collect();
-        *out_bdims.borrow_mut() = ds;
-        res
-    };
-    let (closed, _) = crate::staging::trace_to_jaxpr(&body, &args.to_vec());
-    let (jaxpr, consts) = crate::jit::close_over_consts(closed);
-    let (jaxpr, mut consts) = crate::jit::optimize_closed(&jaxpr, consts);
-    let batched = crate::jit::Callee::new(callee.name(), jaxpr);
-    consts.extend_from_slice(args);
-    let outs = crate::jit::call(&batched, &consts)?;
-    Ok((outs, out_bdims.into_inner()))
+    let key = (bdims.to_vec(), args.iter().map(|a| a.aval().clone()).collect());
+    let b = callee.batched(key, || {
+        let out_bdims = std::cell::RefCell::new(Vec::new());
+        let body = |xs: &Vec<Array>| -> Vec<Array> {
+            let trace = BatchTrace::new();
+            let ins: Vec<Array> =
+                xs.iter().zip(bdims).map(|(x, d)| trace.pure(x.clone(), *d)).collect();
+            let outs = with_trace(Some(trace.clone() as Rc<dyn Trace>), || {
+                lax::ok(callee.jaxpr().eval(&[], &ins))
+            });
+            let mut ds = Vec::with_capacity(outs.len());
+            let res = outs
+                .iter()
+                .map(|o| {
+                    let (v, d) = trace.unpack(o);
+                    ds.push(d.map(|_| 0));
+                    match d {
+                        Some(d) => moveaxis(&v, d, 0),
+                        None => v,
+                    }
+                })
+                .collect();
+            *out_bdims.borrow_mut() = ds;
+            res
+        };
+        let (closed, _) = crate::staging::trace_to_jaxpr(&body, &args.to_vec());
+        let (jaxpr, consts) = crate::jit::close_over_consts(closed);
+        let (jaxpr, consts) = crate::jit::optimize_closed(&jaxpr, consts);
+        Ok(crate::jit::Batched {
+            callee: crate::jit::Callee::new(callee.name(), jaxpr),
+            consts,
+            out_bdims: out_bdims.into_inner(),
+        })
+    })?;
+    let mut all = b.consts;
+    all.extend_from_slice(args);
+    let outs = crate::jit::call(&b.callee, &all)?;
+    Ok((outs, b.out_bdims))
 }

@@ -44,7 +44,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The program of a [`Prim::Call`]: a jaxpr without constvars (constants are leading
 /// operands) and its compiled executable, built on first execution.
@@ -58,13 +58,30 @@ struct CalleeInner {
     name: String,
     jaxpr: Jaxpr,
     compiled: OnceLock<Arc<Executable>>,
+    /// Batched versions (see [`crate::vmap`]), by operand batch dims and avals.
+    batched: Mutex<HashMap<BatchKey, Batched>>,
+}
+
+type BatchKey = (Vec<Option<usize>>, Vec<Aval>);
+
+/// A batched version of a callee: the program, its constants and its output batch dims.
+#[derive(Clone)]
+pub(crate) struct Batched {
+    pub(crate) callee: Callee,
+    pub(crate) consts: Vec<Array>,
+    pub(crate) out_bdims: Vec<Option<usize>>,
 }
 
 impl Callee {
     /// Wraps a jaxpr (which must have no constvars).
     pub fn new(name: impl Into<String>, jaxpr: Jaxpr) -> Callee {
         assert!(jaxpr.constvars.is_empty(), "a callee's constants must be operands");
-        Callee(Arc::new(CalleeInner { name: name.into(), jaxpr, compiled: OnceLock::new() }))
+        Callee(Arc::new(CalleeInner {
+            name: name.into(),
+            jaxpr,
+            compiled: OnceLock::new(),
+            batched: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// The called program.
@@ -75,6 +92,23 @@ impl Callee {
     /// The name shown in printed jaxprs.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The batched version for operands with these batch dims and avals, built by `make`
+    /// on first use.
+    pub(crate) fn batched(
+        &self,
+        key: BatchKey,
+        make: impl FnOnce() -> Result<Batched>,
+    ) -> Result<Batched> {
+        if let Some(b) = self.0.batched.lock().expect("not poisoned").get(&key) {
+            return Ok(b.clone());
+        }
+        let b = make()?;
+        if !b.consts.iter().any(Array::is_tracer) {
+            self.0.batched.lock().expect("not poisoned").insert(key, b.clone());
+        }
+        Ok(b)
     }
 
     /// The compiled executable (compiled on first use).
