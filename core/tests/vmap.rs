@@ -686,7 +686,7 @@ fn check_tree_golden<T: Tree, U: Tree>(
         let mut acc = Array::zeros_of(ha.shape().to_vec(), DType::F64);
         for (b, vb) in vl.iter().enumerate() {
             let blk = hs.block(a, b).reshape([ha.size() as isize, vb.size() as isize]);
-            acc = acc + blk.matmul(&vb.reshape([-1])).reshape(ha.shape().to_vec());
+            acc += blk.matmul(&vb.reshape([-1])).reshape(ha.shape().to_vec());
         }
         close(&format!("{name} H.v leaf {a}"), &acc, ha, 1e-10);
     }
