@@ -200,6 +200,90 @@ for name, formula, fn, x in VF:
         "vjp": {"cotangent": enc(ct), "out": enc(vjp_out)},
     })
 
+# --------------------------------------------------------------------- tree functions
+# Tree-input, tree-output functions: jax.jacfwd / jax.jacrev give the nested tree
+# (output structure of input structure), jax.hessian of a scalar companion gives
+# input structure of input structure. Stored flattened by key path (see README).
+# Drawn after every entry above, so the earlier inputs are unchanged.
+
+
+def kpath(path):
+    """kiln's KeyPath display: dict keys, sequence indices, attribute names joined by '.'."""
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            parts.append(k.name)
+        else:
+            raise TypeError(f"unsupported key {k!r}")
+    return ".".join(parts)
+
+
+def flat(tree):
+    return {kpath(p): enc(l) for p, l in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def nested(jac, out_like, in_like):
+    """{out_path: {in_path: ARR}} from JAX's tree (out structure) of trees (in structure)."""
+    rows = jax.tree_util.tree_structure(out_like).flatten_up_to(jac)
+    out_paths = [kpath(p) for p, _ in jax.tree_util.tree_flatten_with_path(out_like)[0]]
+    for r in rows:
+        assert jax.tree_util.tree_structure(r) == jax.tree_util.tree_structure(in_like)
+    return {op: flat(r) for op, r in zip(out_paths, rows)}
+
+
+def tree_mlp(px):
+    p, x = px
+    y = jnp.tanh(x @ p["w"] + p["b"])
+    return (y, jnp.sum(y * y))
+
+
+def tree_struct(p):
+    a, (c0, c1) = p["a"], p["c"]
+    return {"u": jnp.tanh(a @ c0[:2]) * c1,
+            "v": jnp.outer(jnp.exp(c0 * c1), jnp.sum(jnp.sin(a), axis=0))}
+
+
+TF = [
+    ("tree_mlp",
+     "f((p, x)) = (y, sum(y*y)) with y = tanh(x @ p['w'] + p['b']); input tuple (dict "
+     "{'b': (2,), 'w': (3,2)}, x (4,3)), all leaves differentiated; output tuple (y (4,2), scalar)",
+     tree_mlp, "h((p, x)) = f((p, x))[1] = sum(y*y)", lambda px: tree_mlp(px)[1],
+     lambda: ({"w": jnp.asarray(inp(3, 2)), "b": jnp.asarray(inp(2))}, jnp.asarray(inp(4, 3)))),
+    ("tree_struct",
+     "f(p) = {'u': tanh(a @ c0[:2]) * c1, 'v': outer(exp(c0 * c1), sum(sin(a), axis=0))} with "
+     "p = {'a': (2,2), 'c': [c0 (3,), c1 ()]}; output dict u (2,), v (3,2)",
+     tree_struct, "h(p) = sum(u*u) + sum(v)",
+     lambda p: jnp.sum(tree_struct(p)["u"] ** 2) + jnp.sum(tree_struct(p)["v"]),
+     lambda: {"a": jnp.asarray(inp(2, 2)), "c": [jnp.asarray(inp(3)), jnp.asarray(inp())]}),
+]
+tree_functions = []
+for name, formula, fn, hformula, hfn, make in TF:
+    x = make()
+    y = fn(x)
+    jf = jax.jacfwd(fn)(x)
+    jr_ = jax.jacrev(fn)(x)
+    for a, b in zip(jax.tree_util.tree_leaves(jf), jax.tree_util.tree_leaves(jr_)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    H = jax.hessian(hfn)(x)
+    np.testing.assert_allclose(
+        jax.tree_util.tree_leaves(jax.jacrev(jax.jacfwd(hfn))(x))[0], jax.tree_util.tree_leaves(H)[0],
+        rtol=1e-12)
+    v = jax.tree_util.tree_map(lambda l: jnp.asarray(inp(*l.shape)), x)
+    _, hv = jax.jvp(jax.grad(hfn), (x,), (v,))
+    tree_functions.append({
+        "name": name, "formula": formula, "hessian_formula": hformula,
+        "args": flat(x),                       # {in_path: ARR}
+        "value": flat(y),                      # {out_path: ARR}
+        "jacfwd": nested(jf, y, x),            # {out_path: {in_path: ARR (out.shape ++ in.shape)}}
+        "jacrev": nested(jr_, y, x),
+        "hessian": nested(H, x, x),            # of h: {in_path: {in_path: ARR}}
+        "hvp": {"vectors": flat(v), "out": flat(hv)},
+    })
+
 import jaxlib
 
 doc = {
@@ -216,9 +300,10 @@ doc = {
     "suggested_tolerance": {"rtol": 1e-12, "atol": 1e-14},
     "functions": functions,
     "vector_functions": vector_functions,
+    "tree_functions": tree_functions,
 }
 with open(OUT, "w") as f:
     json.dump(doc, f, indent=None, separators=(",", ":"))
     f.write("\n")
 print(f"wrote {OUT}: {len(functions)} functions, {len(vector_functions)} vector functions, "
-      f"{os.path.getsize(OUT)} bytes")
+      f"{len(tree_functions)} tree functions, {os.path.getsize(OUT)} bytes")

@@ -3,7 +3,7 @@
 //! Run through `bench/compare.py`, which runs the same workloads in JAX on this machine in
 //! the same session and prints kiln/JAX ratios. Timings never go in tests.
 
-use kiln::{Array, DType, grad, random};
+use kiln::{Array, Axes, DType, grad, one_hot, random, vmap_with};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -88,5 +88,37 @@ fn main() {
             black_box(g(&params));
         });
         report("grad_mlp_784-512-512-10_b128", t, "ms/step", t * 1e3);
+    }
+    if run("per_example") {
+        // One gradient per example: vmap over the batch of grad of a single-example loss,
+        // the parameters broadcast (in_axes None). Eager: every primitive runs batched once.
+        const B: usize = 128;
+        let sizes = [784, 128, 10];
+        let params: Vec<(Array, Array)> = (0..2)
+            .map(|i| {
+                let w = normal(30 + i as i64, &[sizes[i], sizes[i + 1]])
+                    * (1.0 / (sizes[i] as f32).sqrt());
+                (w, Array::zeros([sizes[i + 1]]))
+            })
+            .collect();
+        let xs = normal(40, &[B, 784]);
+        let labels = Array::from_vec((0..B as i32).map(|i| i % 10).collect::<Vec<_>>(), [B]);
+        let ys = one_hot(&labels, 10, DType::F32);
+        let loss = |p: &Vec<(Array, Array)>, x: &Array, y: &Array| {
+            let h = (x.matmul(&p[0].0) + &p[0].1).relu();
+            let logits = h.matmul(&p[1].0) + &p[1].1;
+            -(logits.log_softmax(-1) * y).sum()
+        };
+        let per_example = vmap_with(
+            |(p, x, y): &(Vec<(Array, Array)>, Array, Array)| grad(|p: &Vec<_>| loss(p, x, y))(p),
+            Axes::tuple((None, Some(0), Some(0))),
+        );
+        let batch = (params, xs, ys);
+        let g = per_example(&batch);
+        assert_eq!(g[0].0.shape(), &[B, 784, 128]);
+        let t = time(3, 21, || {
+            black_box(per_example(&batch));
+        });
+        report("per_example_grad_mlp_784-128-10_b128", t, "ex/s", B as f64 / t);
     }
 }

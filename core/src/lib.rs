@@ -35,4 +35,7 @@ pub use numpy::{ArrayLike, Idx, concatenate, einsum, one_hot, stack, where_};
 pub use prim::Prim;
 pub use staging::make_jaxpr;
 pub use tree::Tree;
-pub use vmap::{Axes, hessian, hvp, jacfwd, jacrev, try_vmap, vmap, vmap_full, vmap_with};
+pub use vmap::{
+    Axes, Jacobian, hessian, hessian_tree, hvp, jacfwd, jacfwd_tree, jacrev, jacrev_tree, try_vmap,
+    vmap, vmap_full, vmap_with,
+};
