@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the same workloads in kiln (eager) and JAX on this machine, in one session, and
+"""Runs the same workloads in kiln and JAX on this machine, in one session, and
 prints the figures side by side with kiln/JAX ratios. JAX runs eager (no jit) for every
 workload; where a workload also has a jitted JAX variant, it gets a second row.
 
@@ -98,7 +98,92 @@ def jax_results():
         jitted = jax.jit(per_example)
         t = med(lambda: jax.block_until_ready(jitted(params, xs, ys)), 3, 21)
         out[name + " [jit]"] = ("ex/s", B / t)
+    if "fused_sum" in only or not only:
+        n = 10_000_000
+        k = jax.random.split(jax.random.key(0), 3)
+        x, y, z = (jax.random.normal(kk, (n,), jnp.float32) for kk in k)
+        f = jax.jit(lambda x, y, z: (x + y * z).sum())
+        t = med(lambda: f(x, y, z).block_until_ready(), 2, 11)
+        out["sum(x+y*z)_f32[10M] [jit]"] = ("GB/s", 12 * n / t / 1e9)
+    if "mlp_step" in only or not only:
+        sizes = [784, 512, 512, 10]
+        ks = jax.random.split(jax.random.key(5), 4)
+        params = []
+        for i in range(3):
+            params += [jax.random.normal(ks[i], (sizes[i], sizes[i + 1]), jnp.float32)
+                       / np.sqrt(sizes[i]), jnp.zeros(sizes[i + 1], jnp.float32)]
+        x = jax.random.normal(ks[3], (128, 784), jnp.float32)
+        y = jax.nn.one_hot(jnp.arange(128) % 10, 10, dtype=jnp.float32)
+
+        def loss(p, x, y):
+            h = x
+            for i in range(3):
+                h = h @ p[2 * i] + p[2 * i + 1]
+                if i < 2:
+                    h = jax.nn.relu(h)
+            return -(jax.nn.log_softmax(h, -1) * y).sum(1).mean()
+
+        step_bench(out, "mlp_step_784-512-512-10_b128_adam [jit]", params, (x, y), loss)
+    if "cnn_step" in only or not only:
+        b, c1, c2 = 64, 32, 64
+        ks = jax.random.split(jax.random.key(6), 5)
+        he = lambda k, shape, fan_in: jax.random.normal(k, shape, jnp.float32) * np.sqrt(2 / fan_in)
+        params = [he(ks[0], (3, 3, 1, c1), 9), jnp.zeros(c1),
+                  he(ks[1], (3, 3, c1, c2), 9 * c1), jnp.zeros(c2),
+                  he(ks[2], (7 * 7 * c2, 128), 7 * 7 * c2), jnp.zeros(128),
+                  he(ks[3], (128, 10), 128), jnp.zeros(10)]
+        x = jax.random.normal(ks[4], (b, 28, 28, 1), jnp.float32)
+        y = jax.nn.one_hot(jnp.arange(b) % 10, 10, dtype=jnp.float32)
+        dn = ("NHWC", "HWIO", "NHWC")
+
+        def loss(p, x, y):
+            def pool(h):
+                return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+            conv = lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=dn)
+            h = pool(jax.nn.relu(conv(x, p[0]) + p[1]))
+            h = pool(jax.nn.relu(conv(h, p[2]) + p[3]))
+            h = h.reshape(x.shape[0], -1)
+            h = jax.nn.relu(h @ p[4] + p[5])
+            logits = h @ p[6] + p[7]
+            return -(jax.nn.log_softmax(logits, -1) * y).sum(1).mean()
+
+        step_bench(out, "cnn_step_28x28_b64_adam [jit]", params, (x, y), loss)
     return out
+
+
+def step_bench(out, name, params, batch, loss):
+    """A jitted train step with Adam written by hand (as in kiln-bench), donated state."""
+    import jax
+    import jax.numpy as jnp
+    lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-8
+
+    def step(state, batch):
+        p, m, v, t = state
+        l, g = jax.value_and_grad(loss)(p, *batch)
+        t1 = t + 1
+        c1 = 1 - b1 ** t1
+        c2 = 1 - b2 ** t1
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, g)
+        p = jax.tree.map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), p, m, v)
+        return (p, m, v, t1), l
+
+    jstep = jax.jit(step, donate_argnums=0)
+    zeros = [jnp.zeros_like(a) for a in params]
+    state = (params, zeros, [jnp.zeros_like(a) for a in params], jnp.float32(0))
+    t0 = time.perf_counter()
+    state, l = jstep(state, batch)
+    l.block_until_ready()
+    first = time.perf_counter() - t0
+    box = [state]
+
+    def one():
+        box[0], l = jstep(box[0], batch)
+        l.block_until_ready()
+
+    t = med(one, 3, 21)
+    out[name] = ("ms/step", t * 1e3)
+    out[name + " compile"] = ("s", first - t)
 
 
 def kiln_results():
@@ -121,14 +206,17 @@ def main():
     w = 43
     print(f"{'workload':{w}} {'metric':8} {'kiln':>10} {'JAX':>10} {'kiln vs JAX':>12}")
     for name, (metric, kv) in k.items():
-        # The eager JAX figure, then any variant (e.g. "name [jit]") of the same workload.
-        for jname in [name] + sorted(n for n in j if n.startswith(name + " [")):
+        # The eager JAX figure, then any variant (e.g. "name [jit]") of the same workload;
+        # kiln rows marked [jit] compare with JAX's [jit] row of the same name.
+        variants = [] if "[jit]" in name else sorted(n for n in j if n.startswith(name + " ["))
+        for jname in [name] + variants:
             jv = j.get(jname, (metric, float("nan")))[1]
             speedup = kv / jv if metric in higher_is_better else jv / kv
             label = name if jname == name else "  vs JAX " + jname[len(name) + 1:]
             print(f"{label:{w}} {metric:8} {kv:10.3f} {jv:10.3f} {speedup:11.2f}x")
-    print("(kiln vs JAX > 1 means kiln is faster; kiln is always eager; JAX eager unless marked "
-          "[jit]; same machine, same run)")
+    print("(kiln vs JAX > 1 means kiln is faster; rows marked [jit] are compiled in both, "
+          "the others eager in both unless the JAX variant is marked [jit]; same machine, "
+          "same run)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 //! Run through `bench/compare.py`, which runs the same workloads in JAX on this machine in
 //! the same session and prints kiln/JAX ratios. Timings never go in tests.
 
-use kiln::{Array, Axes, DType, grad, one_hot, random, vmap_with};
+use kiln::jit::Jit;
+use kiln::lax::{self, ConvParams};
+use kiln::prim::WindowKind;
+use kiln::{Array, Axes, DType, grad, one_hot, random, tree, value_and_grad, vmap_with};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -110,7 +113,9 @@ fn main() {
             -(logits.log_softmax(-1) * y).sum()
         };
         let per_example = vmap_with(
-            |(p, x, y): &(Vec<(Array, Array)>, Array, Array)| grad(|p: &Vec<_>| loss(p, x, y))(p),
+            move |(p, x, y): &(Vec<(Array, Array)>, Array, Array)| {
+                grad(|p: &Vec<_>| loss(p, x, y))(p)
+            },
             Axes::tuple((None, Some(0), Some(0))),
         );
         let batch = (params, xs, ys);
@@ -120,5 +125,116 @@ fn main() {
             black_box(per_example(&batch));
         });
         report("per_example_grad_mlp_784-128-10_b128", t, "ex/s", B as f64 / t);
+        let jitted = Jit::new(move |b: &(Vec<(Array, Array)>, Array, Array)| per_example(b));
+        let t = time(3, 21, || {
+            black_box(jitted.call(&batch));
+        });
+        report("per_example_grad_mlp_784-128-10_b128 [jit]", t, "ex/s", B as f64 / t);
     }
+    if run("fused_sum") {
+        let n = 10_000_000;
+        let (x, y, z) = (normal(0, &[n]), normal(1, &[n]), normal(2, &[n]));
+        let f = Jit::new(|(x, y, z): &(Array, Array, Array)| (x + y * z).sum());
+        let args = (x, y, z);
+        let t = time(2, 11, || {
+            black_box(f.call(&args));
+        });
+        report("sum(x+y*z)_f32[10M] [jit]", t, "GB/s", 3.0 * 4.0 * n as f64 / t / 1e9);
+    }
+    if run("mlp_step") {
+        let sizes = [784, 512, 512, 10];
+        let params: Vec<Array> = (0..3)
+            .flat_map(|i| {
+                let w = normal(50 + i as i64, &[sizes[i], sizes[i + 1]])
+                    * (1.0 / (sizes[i] as f32).sqrt());
+                [w, Array::zeros([sizes[i + 1]])]
+            })
+            .collect();
+        let x = normal(60, &[128, 784]);
+        let labels = Array::from_vec((0..128).map(|i: i32| i % 10).collect::<Vec<_>>(), [128]);
+        let y = one_hot(&labels, 10, DType::F32);
+        let loss = |p: &Vec<Array>, x: &Array, y: &Array| {
+            let mut h = x.clone();
+            for i in 0..3 {
+                h = h.matmul(&p[2 * i]) + &p[2 * i + 1];
+                if i < 2 {
+                    h = h.relu();
+                }
+            }
+            -(h.log_softmax(-1) * y).sum_axes([1], false).mean()
+        };
+        step_bench("mlp_step_784-512-512-10_b128_adam [jit]", params, (x, y), loss);
+    }
+    if run("cnn_step") {
+        let (b, c1, c2) = (64usize, 32usize, 64usize);
+        let he = |seed: i64, shape: &[usize], fan_in: usize| {
+            normal(seed, shape) * (2.0 / fan_in as f32).sqrt()
+        };
+        let params: Vec<Array> = vec![
+            he(70, &[3, 3, 1, c1], 9),
+            Array::zeros([c1]),
+            he(71, &[3, 3, c1, c2], 9 * c1),
+            Array::zeros([c2]),
+            he(72, &[7 * 7 * c2, 128], 7 * 7 * c2),
+            Array::zeros([128]),
+            he(73, &[128, 10], 128),
+            Array::zeros([10]),
+        ];
+        let x = normal(74, &[b, 28, 28, 1]);
+        let labels = Array::from_vec((0..b as i32).map(|i| i % 10).collect::<Vec<_>>(), [b]);
+        let y = one_hot(&labels, 10, DType::F32);
+        let loss = |p: &Vec<Array>, x: &Array, y: &Array| {
+            let mut same = ConvParams::new(2);
+            same.padding = vec![(1, 1), (1, 1)];
+            let pool = |h: &Array| {
+                lax::reduce_window(h, WindowKind::Max, &[1, 2, 2, 1], &[1, 2, 2, 1], &[(0, 0); 4])
+            };
+            let h = pool(&(lax::conv_general_dilated(x, &p[0], &same) + &p[1]).relu());
+            let h = pool(&(lax::conv_general_dilated(&h, &p[2], &same) + &p[3]).relu());
+            let h = h.reshape([x.shape()[0] as isize, -1]);
+            let h = (h.matmul(&p[4]) + &p[5]).relu();
+            let logits = h.matmul(&p[6]) + &p[7];
+            -(logits.log_softmax(-1) * y).sum_axes([1], false).mean()
+        };
+        step_bench("cnn_step_28x28_b64_adam [jit]", params, (x, y), loss);
+    }
+}
+
+type AdamState = (Vec<Array>, Vec<Array>, Vec<Array>, Array);
+
+/// A jitted train step (forward, loss, grad, Adam written with tree maps), run with donated
+/// state: reports steady ms/step and the compile time (first call minus a steady step).
+fn step_bench(
+    name: &str,
+    params: Vec<Array>,
+    batch: (Array, Array),
+    loss: impl Fn(&Vec<Array>, &Array, &Array) -> Array + Copy + 'static,
+) {
+    let (lr, b1, b2, eps) = (1e-3f32, 0.9f32, 0.999f32, 1e-8f32);
+    let step = Jit::new(move |(s, (x, y)): &(AdamState, (Array, Array))| {
+        let (p, m, v, t) = s;
+        let (l, g) = value_and_grad(|p: &Vec<Array>| loss(p, x, y))(p);
+        let t1 = t + 1.0;
+        let c1 = -(&t1 * b1.ln()).exp() + 1.0;
+        let c2 = -(&t1 * b2.ln()).exp() + 1.0;
+        let m = tree::zip_map(m, &g, |m, g| m * b1 + g * (1.0 - b1));
+        let v = tree::zip_map(v, &g, |v, g| v * b2 + g * g * (1.0 - b2));
+        let p = tree::zip3_map(p, &m, &v, |p, m, v| p - (m / &c1) * lr / ((v / &c2).sqrt() + eps));
+        ((p, m, v, t1), l)
+    });
+    let zeros = |p: &Vec<Array>| tree::map(p, |a| Array::zeros(a.shape()));
+    let (m, v) = (zeros(&params), zeros(&params));
+    let state: AdamState = (params, m, v, Array::scalar(0.0f32));
+    let t0 = Instant::now();
+    let (s, l0) = step.call_donated((state, batch.clone()));
+    black_box(l0.item::<f32>());
+    let first = t0.elapsed().as_secs_f64();
+    let mut state = Some(s);
+    let t = time(3, 21, || {
+        let (s, l) = step.call_donated((state.take().expect("state"), batch.clone()));
+        black_box(l);
+        state = Some(s);
+    });
+    report(name, t, "ms/step", t * 1e3);
+    report(&format!("{name} compile"), first - t, "s", first - t);
 }

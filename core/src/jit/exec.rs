@@ -98,6 +98,7 @@ fn is_float(d: DType) -> bool {
 fn fusable_type(prim: &Prim, ins: &[Atom], out: &Aval) -> Option<DType> {
     let t = match prim {
         Prim::BroadcastInDim { .. } => out.dtype,
+        Prim::ConvertElementType { dtype } if ins[0].aval().dtype == DType::Bool => *dtype,
         p if p.is_comparison() => ins[0].aval().dtype,
         Prim::Select => ins[1].aval().dtype,
         p if fused::is_fusable(p) => out.dtype,
@@ -108,7 +109,10 @@ fn fusable_type(prim: &Prim, ins: &[Atom], out: &Aval) -> Option<DType> {
     }
     let ok = ins.iter().enumerate().all(|(i, a)| {
         let d = a.aval().dtype;
-        d == t || (matches!(prim, Prim::Select) && i == 0 && d == DType::Bool)
+        d == t
+            || (d == DType::Bool
+                && (matches!(prim, Prim::ConvertElementType { .. })
+                    || (matches!(prim, Prim::Select) && i == 0)))
     });
     ok.then_some(t)
 }
@@ -150,6 +154,7 @@ impl Executable {
         let mut groups: Vec<Group> = Vec::new();
         let mut group_of_var: Vec<Option<usize>> = vec![None; n];
         let mut group_of_eqn: Vec<Option<usize>> = vec![None; j.eqns.len()];
+        let mut virt: Vec<Option<usize>> = vec![None; n];
         let var_group = |a: &Atom, gv: &Vec<Option<usize>>| match a {
             Atom::Var(v) => gv[v.id],
             Atom::Lit(_) => None,
@@ -157,16 +162,54 @@ impl Executable {
         for (i, e) in j.eqns.iter().enumerate() {
             let out = &e.outs[0].aval;
             let mut joined = None;
+            if let Prim::BroadcastInDim { .. } = e.prim
+                && fusable_type(&e.prim, &e.inputs, out).is_some()
+            {
+                // Virtual: fused consumers read the operand through a broadcast view; the
+                // broadcast is materialized only for other consumers.
+                virt[e.outs[0].id] = Some(i);
+                if let Some(g) = var_group(&e.inputs[0], &group_of_var) {
+                    groups[g].sealed = true;
+                }
+                continue;
+            }
             if e.outs.len() == 1
                 && let Some(t) = fusable_type(&e.prim, &e.inputs, out)
             {
-                let is_bcast = matches!(e.prim, Prim::BroadcastInDim { .. });
-                if !is_bcast {
-                    joined =
-                        e.inputs.iter().filter_map(|a| var_group(a, &group_of_var)).find(|&g| {
-                            let g = &groups[g];
-                            !g.sealed && g.dtype == t && g.domain == out.shape
-                        });
+                let mut cands: Vec<usize> = e
+                    .inputs
+                    .iter()
+                    .filter_map(|a| var_group(a, &group_of_var))
+                    .filter(|&g| {
+                        let g = &groups[g];
+                        !g.sealed && g.dtype == t && g.domain == out.shape
+                    })
+                    .collect();
+                cands.sort_unstable();
+                cands.dedup();
+                // Open groups feeding this equation merge into one: none of their values
+                // has been read outside them yet (that would have sealed them).
+                if let Some((&target, rest)) = cands.split_first() {
+                    for &g in rest {
+                        if groups[g].inner.is_some()
+                            && groups[target].inner.is_some()
+                            && groups[g].inner != groups[target].inner
+                        {
+                            continue;
+                        }
+                        let moved = std::mem::take(&mut groups[g].members);
+                        groups[g].sealed = true;
+                        groups[target].inner = groups[target].inner.or(groups[g].inner);
+                        for &m in &moved {
+                            group_of_eqn[m] = Some(target);
+                            for v in &j.eqns[m].outs {
+                                group_of_var[v.id] = Some(target);
+                            }
+                        }
+                        groups[target].members.extend(moved);
+                        groups[target].members.sort_unstable();
+                    }
+                    joined = Some(target);
                 }
                 // Other groups feeding this equation are consumed from outside theirs.
                 for a in &e.inputs {
@@ -212,15 +255,41 @@ impl Executable {
                 }
             }
         }
-        // A group pays off from two members; single ones run as kernels.
+        // A group pays off from two members, or one that reads a virtual broadcast; other
+        // single members run as kernels.
+        let reads_virtual = |e: &crate::jaxpr::Eqn| {
+            e.inputs.iter().any(|a| matches!(a, Atom::Var(v) if virt[v.id].is_some()))
+        };
         for (i, g) in group_of_eqn.iter_mut().enumerate() {
             if let Some(k) = *g
                 && groups[k].members.len() < 2
+                && !reads_virtual(&j.eqns[i])
             {
                 *g = None;
                 for v in &j.eqns[i].outs {
                     group_of_var[v.id] = None;
                 }
+            }
+        }
+        // Virtual broadcasts read by anything but a fused member are materialized.
+        let mut materialize = vec![false; n];
+        for (i, e) in j.eqns.iter().enumerate() {
+            if group_of_eqn[i].is_some() {
+                continue;
+            }
+            for a in &e.inputs {
+                if let Atom::Var(v) = a
+                    && virt[v.id].is_some()
+                {
+                    materialize[v.id] = true;
+                }
+            }
+        }
+        for a in &j.outs {
+            if let Atom::Var(v) = a
+                && virt[v.id].is_some()
+            {
+                materialize[v.id] = true;
             }
         }
         // Group outputs: member values read outside the group or returned.
@@ -243,6 +312,9 @@ impl Executable {
         // ---- steps ----
         let mut steps = Vec::new();
         for (i, e) in j.eqns.iter().enumerate() {
+            if virt[e.outs[0].id].is_some() && !materialize[e.outs[0].id] {
+                continue;
+            }
             match group_of_eqn[i] {
                 None => steps.push(match (&e.prim, &e.inputs[0]) {
                     (
@@ -257,7 +329,7 @@ impl Executable {
                     },
                 }),
                 Some(g) if *groups[g].members.last().expect("nonempty") == i => {
-                    steps.push(build_group(j, &groups[g], &group_of_var, g, &escapes));
+                    steps.push(build_group(j, &groups[g], &group_of_var, g, &escapes, &virt));
                 }
                 Some(_) => {}
             }
@@ -399,7 +471,9 @@ impl Executable {
                 Slot::Lit(l) => l,
             }
         }
+        let profile = profiling();
         for (si, step) in self.steps.iter().enumerate() {
+            let t0 = profile.then(std::time::Instant::now);
             match step {
                 Step::Kernel { prim, ins, outs, out_avals } => {
                     let ops: Vec<Operand<'_>> = ins
@@ -457,6 +531,13 @@ impl Executable {
             for v in &self.free_after[si] {
                 env[*v] = None;
             }
+            if let Some(t0) = t0 {
+                eprintln!(
+                    "[kiln jit] step {si:>3} {:>10.1} us  {}",
+                    t0.elapsed().as_secs_f64() * 1e6,
+                    self.step_line(si)
+                );
+            }
         }
         let bufs: Vec<Buf<'_>> = self
             .outs
@@ -483,6 +564,7 @@ fn build_group(
     group_of_var: &[Option<usize>],
     gi: usize,
     escapes: &[bool],
+    virt: &[Option<usize>],
 ) -> Step {
     let mut reg_of: HashMap<usize, usize> = HashMap::new();
     let mut n_regs = 0;
@@ -540,40 +622,37 @@ fn build_group(
             outs.push(e.outs[0].id);
             continue;
         }
-        let dst = match &e.prim {
-            Prim::BroadcastInDim { dims, .. } => match &e.inputs[0] {
-                Atom::Lit(_) => operand(&e.inputs[0], None, &mut fresh),
-                Atom::Var(v) if v.aval.size() == 1 => {
-                    operand(&e.inputs[0], Some(View::Scalar), &mut fresh)
-                }
-                Atom::Var(v) => {
-                    let in_shape = &v.aval.shape;
-                    let mut in_strides = vec![1usize; in_shape.len()];
-                    for k in (0..in_shape.len().saturating_sub(1)).rev() {
-                        in_strides[k] = in_strides[k + 1] * in_shape[k + 1];
-                    }
-                    let mut strides = vec![0usize; g.domain.len()];
-                    for (k, &d) in dims.iter().enumerate() {
-                        if in_shape[k] != 1 {
-                            strides[d] = in_strides[k];
+        let regs: Vec<usize> = e
+            .inputs
+            .iter()
+            .map(|a| match a {
+                // A virtual broadcast: read its operand through a broadcast view.
+                Atom::Var(v) if virt[v.id].is_some() => {
+                    let b = &j.eqns[virt[v.id].expect("virtual")];
+                    let Prim::BroadcastInDim { dims, .. } = &b.prim else {
+                        unreachable!("virtual values are broadcasts")
+                    };
+                    match &b.inputs[0] {
+                        x @ Atom::Lit(_) => operand(x, None, &mut fresh),
+                        x @ Atom::Var(xv) if xv.aval.size() == 1 => {
+                            operand(x, Some(View::Scalar), &mut fresh)
+                        }
+                        x @ Atom::Var(xv) => {
+                            let strides = broadcast_strides(&xv.aval.shape, dims, g.domain.len());
+                            operand(x, Some(View::Strided(strides)), &mut fresh)
                         }
                     }
-                    operand(&e.inputs[0], Some(View::Strided(strides)), &mut fresh)
                 }
-            },
-            p => {
-                let regs: Vec<usize> =
-                    e.inputs.iter().map(|a| operand(a, None, &mut fresh)).collect();
-                let dst = fresh();
-                body.push(match p {
-                    Prim::Select => Instr::Select { p: regs[0], t: regs[1], f: regs[2], dst },
-                    Prim::Clamp => Instr::Clamp { lo: regs[0], x: regs[1], hi: regs[2], dst },
-                    _ if regs.len() == 1 => Instr::Unary { prim: p.clone(), a: regs[0], dst },
-                    _ => Instr::Binary { prim: p.clone(), a: regs[0], b: regs[1], dst },
-                });
-                dst
-            }
-        };
+                a => operand(a, None, &mut fresh),
+            })
+            .collect();
+        let dst = fresh();
+        body.push(match &e.prim {
+            Prim::Select => Instr::Select { p: regs[0], t: regs[1], f: regs[2], dst },
+            Prim::Clamp => Instr::Clamp { lo: regs[0], x: regs[1], hi: regs[2], dst },
+            p if regs.len() == 1 => Instr::Unary { prim: p.clone(), a: regs[0], dst },
+            p => Instr::Binary { prim: p.clone(), a: regs[0], b: regs[1], dst },
+        });
         let v = &e.outs[0];
         reg_of.insert(v.id, dst);
         if escapes[v.id] {
@@ -599,8 +678,31 @@ fn build_group(
     }
 }
 
-impl fmt::Display for Executable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// Element strides of a broadcast operand along each of `rank` output dims (0 where it
+/// is broadcast).
+fn broadcast_strides(in_shape: &[usize], dims: &[usize], rank: usize) -> Vec<usize> {
+    let mut in_strides = vec![1usize; in_shape.len()];
+    for k in (0..in_shape.len().saturating_sub(1)).rev() {
+        in_strides[k] = in_strides[k + 1] * in_shape[k + 1];
+    }
+    let mut strides = vec![0usize; rank];
+    for (k, &d) in dims.iter().enumerate() {
+        if in_shape[k] != 1 {
+            strides[d] = in_strides[k];
+        }
+    }
+    strides
+}
+
+/// Whether `KILN_JIT_PROFILE` is set: executables then print each step's time to stderr.
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("KILN_JIT_PROFILE").is_some_and(|v| v != "0"))
+}
+
+impl Executable {
+    /// One step, as printed by `Display`.
+    fn step_line(&self, i: usize) -> String {
         let names = |vs: &[usize]| vs.iter().map(|v| VarName(*v).to_string()).collect::<Vec<_>>();
         let slots = |ss: &[Slot]| {
             ss.iter()
@@ -611,6 +713,26 @@ impl fmt::Display for Executable {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        match &self.steps[i] {
+            Step::Kernel { prim, ins, outs, .. } => {
+                format!("{} = kernel {} {}", names(outs).join(" "), prim.name(), slots(ins))
+            }
+            Step::Alias { input, out } => format!("{} = alias {}", VarName(*out), VarName(*input)),
+            Step::Fused { prog, ins, outs, ops, .. } => format!(
+                "{} = fused[{}{:?}{}] {{{}}} {}",
+                names(outs).join(" "),
+                prog.dtype,
+                prog.domain,
+                if prog.inner > 1 { format!(" reduce inner {}", prog.inner) } else { "".into() },
+                ops.join(", "),
+                slots(ins)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Executable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "executable: {} inputs, {} steps ({} fused), peak intermediates {} bytes",
@@ -619,39 +741,24 @@ impl fmt::Display for Executable {
             self.num_fused(),
             self.peak_bytes
         )?;
-        for (i, s) in self.steps.iter().enumerate() {
-            match s {
-                Step::Kernel { prim, ins, outs, .. } => write!(
-                    f,
-                    "  {i}: {} = kernel {} {}",
-                    names(outs).join(" "),
-                    prim.name(),
-                    slots(ins)
-                )?,
-                Step::Alias { input, out } => {
-                    write!(f, "  {i}: {} = alias {}", VarName(*out), VarName(*input))?
-                }
-                Step::Fused { prog, ins, outs, ops, .. } => write!(
-                    f,
-                    "  {i}: {} = fused[{}{:?}{}] {{{}}} {}",
-                    names(outs).join(" "),
-                    prog.dtype,
-                    prog.domain,
-                    if prog.inner > 1 {
-                        format!(" reduce inner {}", prog.inner)
-                    } else {
-                        "".into()
-                    },
-                    ops.join(", "),
-                    slots(ins)
-                )?,
-            }
-            if self.free_after[i].is_empty() {
+        for i in 0..self.steps.len() {
+            write!(f, "  {i}: {}", self.step_line(i))?;
+            let freed: Vec<String> =
+                self.free_after[i].iter().map(|v| VarName(*v).to_string()).collect();
+            if freed.is_empty() {
                 writeln!(f)?;
             } else {
-                writeln!(f, "    ; free {}", names(&self.free_after[i]).join(" "))?;
+                writeln!(f, "    ; free {}", freed.join(" "))?;
             }
         }
-        write!(f, "  out ({})", slots(&self.outs))
+        let outs: Vec<String> = self
+            .outs
+            .iter()
+            .map(|s| match s {
+                Slot::Var(v) => VarName(*v).to_string(),
+                Slot::Lit(l) => format!("{l:?}"),
+            })
+            .collect();
+        write!(f, "  out ({})", outs.join(" "))
     }
 }

@@ -153,6 +153,27 @@ impl Rewriter {
                     let perm: Vec<usize> = perm.iter().map(|&i| p1[i]).collect();
                     return Some((Some(Prim::Transpose { perm }), vec![inner[0].clone()]));
                 }
+                // (a . b)^T = b^T . a^T: swap the operands instead of moving the result.
+                if let Some((
+                    Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch },
+                    operands,
+                )) = def(&ins[0])
+                    && lhs_batch.is_empty()
+                    && rhs_batch.is_empty()
+                {
+                    let nl = operands[0].aval().ndim() - lhs_contract.len();
+                    let nr = operands[1].aval().ndim() - rhs_contract.len();
+                    let swapped: Vec<usize> = (nl..nl + nr).chain(0..nl).collect();
+                    if *perm == swapped {
+                        let dot = Prim::DotGeneral {
+                            lhs_contract: rhs_contract.clone(),
+                            rhs_contract: lhs_contract.clone(),
+                            lhs_batch: vec![],
+                            rhs_batch: vec![],
+                        };
+                        return Some((Some(dot), vec![operands[1].clone(), operands[0].clone()]));
+                    }
+                }
                 None
             }
             Prim::BroadcastInDim { .. } | Prim::ConvertElementType { .. } if same(&ins[0]) => {

@@ -246,7 +246,9 @@ fn run_typed<T: Real>(
     wrap: impl Fn(Vec<T>) -> Storage,
 ) -> Vec<Storage> {
     let n: usize = prog.domain.iter().product();
-    let inner = prog.inner.max(1);
+    let has_reduce = prog.outputs.iter().any(|o| matches!(o, Output::Reduce { .. }));
+    // Without a reduction the whole domain is one row.
+    let inner = if has_reduce { prog.inner.max(1) } else { n.max(1) };
     let outer = if n == 0 { 0 } else { n / inner };
     let ins: Vec<In<T>> = args
         .iter()
@@ -574,7 +576,8 @@ fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
         Prim::Ceil => m!(|x| x.ceil()),
         Prim::Round => m!(|x| x.round()),
         Prim::Erf => m!(|x| x.erf()),
-        Prim::StopGradient => d.copy_from_slice(a),
+        // Registers hold booleans as 0/1, so bool -> float conversion is a copy.
+        Prim::StopGradient | Prim::ConvertElementType { .. } => d.copy_from_slice(a),
         Prim::IntegerPow { y } => {
             let y = *y;
             m!(|x| powi_float(x, y, |v| v))
