@@ -157,7 +157,7 @@ pub(crate) fn safe_norm(x: &Array) -> Array {
 pub fn global_norm<P: Tree>(t: &P) -> Array {
     let mut total = Array::scalar(0.0f32);
     for leaf in tree::leaves(t) {
-        total = total + (&leaf * &leaf).sum().astype(DType::F32);
+        total += (&leaf * &leaf).sum().astype(DType::F32);
     }
     total.sqrt()
 }

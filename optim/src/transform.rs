@@ -22,7 +22,10 @@ use std::sync::Arc;
 /// let m = Mask::new(|_path, leaf| leaf.ndim() >= 2);
 /// ```
 #[derive(Clone)]
-pub struct Mask(Arc<dyn Fn(&KeyPath, &Array) -> bool + Send + Sync>);
+pub struct Mask(Arc<MaskFn>);
+
+/// The predicate inside a [`Mask`].
+type MaskFn = dyn Fn(&KeyPath, &Array) -> bool + Send + Sync;
 
 impl Mask {
     /// A mask from a predicate on a leaf's key path and value (only its shape and dtype should
@@ -316,10 +319,7 @@ fn rms_scale(nu_hat: &Array, eps: f64, eps_in_sqrt: bool) -> Array {
 impl Transform for ScaleByRms {
     type State<P: Tree> = RmsState<P>;
     fn init<P: Tree>(&self, params: &P) -> RmsState<P> {
-        RmsState {
-            count: zero_count(),
-            nu: tree::map(params, |p| p.full_like(self.initial_scale)),
-        }
+        RmsState { count: zero_count(), nu: tree::map(params, |p| p.full_like(self.initial_scale)) }
     }
     fn update<P: Tree>(&self, updates: P, state: RmsState<P>, _: &P) -> (P, RmsState<P>) {
         let nu = update_moment(&updates, &state.nu, self.decay, 2);
@@ -407,9 +407,7 @@ impl Transform for ScaleByRss {
     type State<P: Tree> = RssState<P>;
     fn init<P: Tree>(&self, params: &P) -> RssState<P> {
         RssState {
-            sum_of_squares: tree::map(params, |p| {
-                p.full_like(self.initial_accumulator_value)
-            }),
+            sum_of_squares: tree::map(params, |p| p.full_like(self.initial_accumulator_value)),
         }
     }
     fn update<P: Tree>(&self, updates: P, state: RssState<P>, _: &P) -> (P, RssState<P>) {

@@ -6,11 +6,7 @@
 use kiln::{Array, grad};
 use kiln_optim::*;
 
-fn minimize<T: Transform>(
-    opt: &T,
-    f: impl Fn(&Array) -> Array + Copy,
-    x0: &[f32],
-) -> Array {
+fn minimize<T: Transform>(opt: &T, f: impl Fn(&Array) -> Array + Copy, x0: &[f32]) -> Array {
     let mut x = Array::from_vec(x0.to_vec(), [x0.len()]);
     let mut s = opt.init(&x);
     for _ in 0..STEPS {

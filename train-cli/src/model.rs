@@ -1,7 +1,7 @@
 //! Built-in models: a ReLU multi-layer perceptron.
 //!
-//! `kiln-nn` does not exist yet in this workspace, so the layers, initialisers and
-//! losses the trainer needs live here, written with public `kiln` operations only.
+//! The trainer's own small layer, loss and metric, written with public `kiln` operations
+//! only; `kiln-nn` has the general versions (`kiln_nn::Mlp`, `kiln_nn::loss`).
 
 use kiln::{Array, DType};
 

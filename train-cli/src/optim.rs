@@ -1,8 +1,8 @@
 //! Optimisers: Adam / AdamW with learning-rate schedules and global-norm clipping.
 //!
-//! `kiln-optim` does not exist yet in this workspace, so a minimal, pure-function
-//! equivalent lives here. The state is a [`kiln::Tree`], so it is checkpointed by path
-//! (`opt_state.mu.layers.0.weight`, ...).
+//! The trainer's own minimal, pure-function Adam(W); `kiln-optim` has the general
+//! Optax-style version (`kiln_optim::adam`, `adamw`). The state is a [`kiln::Tree`], so it
+//! is checkpointed by path (`opt_state.mu.layers.0.weight`, ...).
 
 use kiln::tree::{self, Tree};
 use kiln::{Array, DType};
