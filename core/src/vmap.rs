@@ -1,7 +1,7 @@
 //! Vectorizing map ([`vmap`]) and Jacobians ([`jacfwd`], [`jacrev`], [`hessian`], [`hvp`];
 //! over trees [`jacfwd_tree`], [`jacrev_tree`], [`hessian_tree`], returning a [`Jacobian`]).
 //!
-//! `vmap` is an interpreter ([`BatchTrace`]) whose tracers carry a value and the position of
+//! `vmap` is an interpreter (`BatchTrace`) whose tracers carry a value and the position of
 //! its batch dimension (`None`: the same for every example). Each primitive is applied once
 //! to the whole batch by its batching rule ([`crate::rules::batch`]). Like the other
 //! transformations it is "stackless": it composes in any order with `grad`, `jvp`, `vjp`

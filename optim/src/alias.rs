@@ -32,7 +32,7 @@ pub type Adadelta = (AddDecayedWeights, ScaleByAdadelta, ScaleByLearningRate);
 pub type AdaBelief = (ScaleByBelief, ScaleByLearningRate);
 
 /// Stochastic gradient descent with optional (Nesterov) momentum (`optax.sgd`).
-pub fn sgd(learning_rate: impl Into<Schedule>, momentum: Option<f32>, nesterov: bool) -> Sgd {
+pub fn sgd(learning_rate: impl Into<Schedule>, momentum: Option<f64>, nesterov: bool) -> Sgd {
     (momentum.map(|m| trace(m, nesterov)), scale_by_learning_rate(learning_rate))
 }
 
@@ -42,12 +42,12 @@ pub fn sgd(learning_rate: impl Into<Schedule>, momentum: Option<f32>, nesterov: 
 /// use kiln_optim::{adam, schedule};
 /// let opt = adam(schedule::warmup_cosine_decay(0.0, 1e-3, 100, 1000, 1e-5, 1.0), 0.9, 0.999, 1e-8);
 /// ```
-pub fn adam(learning_rate: impl Into<Schedule>, b1: f32, b2: f32, eps: f32) -> Adam {
+pub fn adam(learning_rate: impl Into<Schedule>, b1: f64, b2: f64, eps: f64) -> Adam {
     (scale_by_adam(b1, b2, eps, 0.0, false), scale_by_learning_rate(learning_rate))
 }
 
 /// NAdam: Adam with Nesterov momentum (`optax.nadam`).
-pub fn nadam(learning_rate: impl Into<Schedule>, b1: f32, b2: f32, eps: f32) -> Adam {
+pub fn nadam(learning_rate: impl Into<Schedule>, b1: f64, b2: f64, eps: f64) -> Adam {
     (scale_by_adam(b1, b2, eps, 0.0, true), scale_by_learning_rate(learning_rate))
 }
 
@@ -55,10 +55,10 @@ pub fn nadam(learning_rate: impl Into<Schedule>, b1: f32, b2: f32, eps: f32) -> 
 /// `mask` selects the decayed leaves (`None`: all).
 pub fn adamw(
     learning_rate: impl Into<Schedule>,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    weight_decay: f32,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    weight_decay: f64,
     mask: Option<Mask>,
 ) -> AdamW {
     (
@@ -69,7 +69,7 @@ pub fn adamw(
 }
 
 /// AMSGrad (`optax.amsgrad`).
-pub fn amsgrad(learning_rate: impl Into<Schedule>, b1: f32, b2: f32, eps: f32) -> Amsgrad {
+pub fn amsgrad(learning_rate: impl Into<Schedule>, b1: f64, b2: f64, eps: f64) -> Amsgrad {
     (scale_by_amsgrad(b1, b2, eps, 0.0), scale_by_learning_rate(learning_rate))
 }
 
@@ -77,10 +77,10 @@ pub fn amsgrad(learning_rate: impl Into<Schedule>, b1: f32, b2: f32, eps: f32) -
 /// `eps = 1e-6, weight_decay = 0`).
 pub fn lamb(
     learning_rate: impl Into<Schedule>,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    weight_decay: f32,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    weight_decay: f64,
     mask: Option<Mask>,
 ) -> Lamb {
     (
@@ -97,11 +97,11 @@ pub fn lamb(
 /// [`crate::masked`] to restrict it.
 pub fn lars(
     learning_rate: impl Into<Schedule>,
-    weight_decay: f32,
+    weight_decay: f64,
     weight_decay_mask: Option<Mask>,
-    trust_coefficient: f32,
-    eps: f32,
-    momentum: f32,
+    trust_coefficient: f64,
+    eps: f64,
+    momentum: f64,
     nesterov: bool,
 ) -> Lars {
     (
@@ -115,9 +115,9 @@ pub fn lars(
 /// Lion (`optax.lion`; Optax's defaults `b1 = 0.9, b2 = 0.99, weight_decay = 1e-3`).
 pub fn lion(
     learning_rate: impl Into<Schedule>,
-    b1: f32,
-    b2: f32,
-    weight_decay: f32,
+    b1: f64,
+    b2: f64,
+    weight_decay: f64,
     mask: Option<Mask>,
 ) -> Lion {
     (
@@ -131,9 +131,9 @@ pub fn lion(
 /// eps = 1e-8`), with optional (Nesterov) momentum after the learning rate.
 pub fn rmsprop(
     learning_rate: impl Into<Schedule>,
-    decay: f32,
-    eps: f32,
-    momentum: Option<f32>,
+    decay: f64,
+    eps: f64,
+    momentum: Option<f64>,
     nesterov: bool,
 ) -> Rmsprop {
     (
@@ -146,9 +146,9 @@ pub fn rmsprop(
 /// Centred RMSProp (`optax.rmsprop` with `centered = true`).
 pub fn rmsprop_centered(
     learning_rate: impl Into<Schedule>,
-    decay: f32,
-    eps: f32,
-    momentum: Option<f32>,
+    decay: f64,
+    eps: f64,
+    momentum: Option<f64>,
     nesterov: bool,
 ) -> RmspropCentered {
     (
@@ -161,8 +161,8 @@ pub fn rmsprop_centered(
 /// Adagrad (`optax.adagrad`; Optax's defaults `initial_accumulator_value = 0.1, eps = 1e-7`).
 pub fn adagrad(
     learning_rate: impl Into<Schedule>,
-    initial_accumulator_value: f32,
-    eps: f32,
+    initial_accumulator_value: f64,
+    eps: f64,
 ) -> Adagrad {
     (scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate))
 }
@@ -170,9 +170,9 @@ pub fn adagrad(
 /// Adadelta (`optax.adadelta`; Optax's defaults `rho = 0.9, eps = 1e-6, weight_decay = 0`).
 pub fn adadelta(
     learning_rate: impl Into<Schedule>,
-    rho: f32,
-    eps: f32,
-    weight_decay: f32,
+    rho: f64,
+    eps: f64,
+    weight_decay: f64,
 ) -> Adadelta {
     (
         add_decayed_weights(weight_decay, None),
@@ -184,10 +184,10 @@ pub fn adadelta(
 /// AdaBelief (`optax.adabelief`; Optax's defaults `eps = 1e-16, eps_root = 1e-16`).
 pub fn adabelief(
     learning_rate: impl Into<Schedule>,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    eps_root: f32,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    eps_root: f64,
 ) -> AdaBelief {
     (scale_by_belief(b1, b2, eps, eps_root, false), scale_by_learning_rate(learning_rate))
 }
@@ -209,21 +209,21 @@ pub struct AdafactorOptions {
     /// Leaves whose second-largest dimension is smaller are not factored (128).
     pub min_dim_size_to_factor: usize,
     /// Exponent of the second-moment decay schedule (0.8).
-    pub decay_rate: f32,
+    pub decay_rate: f64,
     /// Step offset of that schedule (0).
     pub decay_offset: i32,
     /// Scale updates by the parameters' RMS (true).
     pub multiply_by_parameter_scale: bool,
     /// Block-RMS clipping threshold (`Some(1.0)`).
-    pub clipping_threshold: Option<f32>,
+    pub clipping_threshold: Option<f64>,
     /// Momentum, an un-debiased EMA of the updates (`None`).
-    pub momentum: Option<f32>,
+    pub momentum: Option<f64>,
     /// Decoupled weight decay (`None`).
-    pub weight_decay_rate: Option<f32>,
+    pub weight_decay_rate: Option<f64>,
     /// Which leaves to decay (`None`: all).
     pub weight_decay_mask: Option<Mask>,
     /// Added to squared gradients (1e-30).
-    pub eps: f32,
+    pub eps: f64,
     /// Whether to factor the second moment (true).
     pub factored: bool,
 }

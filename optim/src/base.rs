@@ -121,7 +121,12 @@ pub(crate) fn safe_increment(count: &Array) -> Array {
 }
 
 /// `(1 - decay) * g^order + decay * m`, leaf by leaf (Optax's `tree.update_moment`).
-pub(crate) fn update_moment<P: Tree>(g: &P, m: &P, decay: f32, order: i32) -> P {
+///
+/// `decay` is an `f64`, like the Python float Optax gets: `1 - decay` is formed in `f64` and
+/// only then rounded to the leaves' dtype (a weak scalar). Forming it from an `f32` decay
+/// loses most of its digits (`1 - 0.999f32` is off by 1.3e-5 relative), which made Adam's
+/// second moment, and so every Adam-family step, differ from Optax's.
+pub(crate) fn update_moment<P: Tree>(g: &P, m: &P, decay: f64, order: i32) -> P {
     tree::zip_map(g, m, |g, m| {
         let gp = match order {
             1 => g.clone(),
@@ -133,8 +138,10 @@ pub(crate) fn update_moment<P: Tree>(g: &P, m: &P, decay: f32, order: i32) -> P 
 }
 
 /// `m / (1 - decay^count)`, leaf by leaf (Optax's `tree.bias_correction`).
-pub(crate) fn bias_correction<P: Tree>(m: &P, decay: f32, count: &Array) -> P {
-    let correction = 1.0f32 - Array::scalar(decay).pow(count.astype(DType::F32));
+///
+/// As in Optax, `decay^count` is an `f32` power (the Python float meets an `int32` count).
+pub(crate) fn bias_correction<P: Tree>(m: &P, decay: f64, count: &Array) -> P {
+    let correction = 1.0f32 - Array::scalar(decay as f32).pow(count.astype(DType::F32));
     tree::map(m, |x| x / &correction)
 }
 
@@ -150,7 +157,7 @@ pub(crate) fn safe_norm(x: &Array) -> Array {
 pub fn global_norm<P: Tree>(t: &P) -> Array {
     let mut total = Array::scalar(0.0f32);
     for leaf in tree::leaves(t) {
-        total = total + (&leaf * &leaf).sum().astype(DType::F32);
+        total += (&leaf * &leaf).sum().astype(DType::F32);
     }
     total.sqrt()
 }

@@ -20,6 +20,10 @@
 //! * **Schedules**: [`schedule`]; anything taking a learning rate takes an `f32` or a
 //!   [`Schedule`].
 //!
+//! Scalar hyper-parameters (`b1`, `b2`, `eps`, decays, ...) are `f64`, like the Python floats
+//! Optax takes: they act as weak scalars that round to the parameters' dtype where they are
+//! used, and quantities such as `1 - b2` are formed in `f64` first, as in Optax.
+//!
 //! # Example
 //!
 //! Minimise `sum((w - 3)^2)` with Adam and a warmup-cosine schedule:

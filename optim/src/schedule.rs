@@ -242,7 +242,7 @@ pub fn one_cycle(
             let (start, end) = (values[i], values[i + 1]);
             let interp =
                 ((pct * std::f32::consts::PI).cos() + 1.0f32) * ((start - end) / 2.0) + end;
-            out = out + inside * interp;
+            out += inside * interp;
         }
         out + c.ge(bounds[2] as f32).astype(DType::F32) * values[2]
     })

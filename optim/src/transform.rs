@@ -22,7 +22,10 @@ use std::sync::Arc;
 /// let m = Mask::new(|_path, leaf| leaf.ndim() >= 2);
 /// ```
 #[derive(Clone)]
-pub struct Mask(Arc<dyn Fn(&KeyPath, &Array) -> bool + Send + Sync>);
+pub struct Mask(Arc<MaskFn>);
+
+/// The predicate inside a [`Mask`].
+type MaskFn = dyn Fn(&KeyPath, &Array) -> bool + Send + Sync;
 
 impl Mask {
     /// A mask from a predicate on a leaf's key path and value (only its shape and dtype should
@@ -57,10 +60,10 @@ impl fmt::Debug for Mask {
 
 /// Multiplies updates by a constant (`optax.scale`).
 #[derive(Clone, Copy, Debug)]
-pub struct Scale(pub f32);
+pub struct Scale(pub f64);
 
 /// See [`Scale`].
-pub fn scale(step_size: f32) -> Scale {
+pub fn scale(step_size: f64) -> Scale {
     Scale(step_size)
 }
 
@@ -140,23 +143,23 @@ impl<P: Tree> AdamState<P> {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByAdam {
     /// Decay of the first moment.
-    pub b1: f32,
+    pub b1: f64,
     /// Decay of the second moment.
-    pub b2: f32,
+    pub b2: f64,
     /// Added to the denominator outside the square root.
-    pub eps: f32,
+    pub eps: f64,
     /// Added to the second moment inside the square root.
-    pub eps_root: f32,
+    pub eps_root: f64,
     /// Nesterov momentum (NAdam).
     pub nesterov: bool,
 }
 
 /// See [`ScaleByAdam`].
-pub fn scale_by_adam(b1: f32, b2: f32, eps: f32, eps_root: f32, nesterov: bool) -> ScaleByAdam {
+pub fn scale_by_adam(b1: f64, b2: f64, eps: f64, eps_root: f64, nesterov: bool) -> ScaleByAdam {
     ScaleByAdam { b1, b2, eps, eps_root, nesterov }
 }
 
-fn nesterov_mu_hat<P: Tree>(mu: &P, updates: &P, b1: f32, count_inc: &Array) -> P {
+fn nesterov_mu_hat<P: Tree>(mu: &P, updates: &P, b1: f64, count_inc: &Array) -> P {
     let m = bias_correction(mu, b1, &safe_increment(count_inc));
     let g = bias_correction(updates, b1, count_inc);
     tree::zip_map(&m, &g, |m, g| m * b1 + g * (1.0 - b1))
@@ -201,17 +204,17 @@ pub struct AmsgradState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByAmsgrad {
     /// Decay of the first moment.
-    pub b1: f32,
+    pub b1: f64,
     /// Decay of the second moment.
-    pub b2: f32,
+    pub b2: f64,
     /// Added to the denominator outside the square root.
-    pub eps: f32,
+    pub eps: f64,
     /// Added inside the square root.
-    pub eps_root: f32,
+    pub eps_root: f64,
 }
 
 /// See [`ScaleByAmsgrad`].
-pub fn scale_by_amsgrad(b1: f32, b2: f32, eps: f32, eps_root: f32) -> ScaleByAmsgrad {
+pub fn scale_by_amsgrad(b1: f64, b2: f64, eps: f64, eps_root: f64) -> ScaleByAmsgrad {
     ScaleByAmsgrad { b1, b2, eps, eps_root }
 }
 
@@ -242,19 +245,19 @@ impl Transform for ScaleByAmsgrad {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByBelief {
     /// Decay of the first moment.
-    pub b1: f32,
+    pub b1: f64,
     /// Decay of the second moment.
-    pub b2: f32,
+    pub b2: f64,
     /// Added to the denominator outside the square root.
-    pub eps: f32,
+    pub eps: f64,
     /// Added to the second moment.
-    pub eps_root: f32,
+    pub eps_root: f64,
     /// Nesterov momentum.
     pub nesterov: bool,
 }
 
 /// See [`ScaleByBelief`].
-pub fn scale_by_belief(b1: f32, b2: f32, eps: f32, eps_root: f32, nesterov: bool) -> ScaleByBelief {
+pub fn scale_by_belief(b1: f64, b2: f64, eps: f64, eps_root: f64, nesterov: bool) -> ScaleByBelief {
     ScaleByBelief { b1, b2, eps, eps_root, nesterov }
 }
 
@@ -293,11 +296,11 @@ pub struct RmsState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByRms {
     /// Decay of the squared-gradient EMA.
-    pub decay: f32,
+    pub decay: f64,
     /// Numerical stability term.
-    pub eps: f32,
+    pub eps: f64,
     /// Initial value of the EMA.
-    pub initial_scale: f32,
+    pub initial_scale: f64,
     /// Whether `eps` goes inside the square root.
     pub eps_in_sqrt: bool,
     /// Whether to bias-correct the EMA.
@@ -305,21 +308,18 @@ pub struct ScaleByRms {
 }
 
 /// See [`ScaleByRms`]; `eps` inside the square root, no bias correction (Optax's defaults).
-pub fn scale_by_rms(decay: f32, eps: f32, initial_scale: f32) -> ScaleByRms {
+pub fn scale_by_rms(decay: f64, eps: f64, initial_scale: f64) -> ScaleByRms {
     ScaleByRms { decay, eps, initial_scale, eps_in_sqrt: true, bias_correction: false }
 }
 
-fn rms_scale(nu_hat: &Array, eps: f32, eps_in_sqrt: bool) -> Array {
+fn rms_scale(nu_hat: &Array, eps: f64, eps_in_sqrt: bool) -> Array {
     if eps_in_sqrt { (nu_hat + eps).rsqrt() } else { 1.0f32 / (nu_hat.sqrt() + eps) }
 }
 
 impl Transform for ScaleByRms {
     type State<P: Tree> = RmsState<P>;
     fn init<P: Tree>(&self, params: &P) -> RmsState<P> {
-        RmsState {
-            count: zero_count(),
-            nu: tree::map(params, |p| p.full_like(self.initial_scale as f64)),
-        }
+        RmsState { count: zero_count(), nu: tree::map(params, |p| p.full_like(self.initial_scale)) }
     }
     fn update<P: Tree>(&self, updates: P, state: RmsState<P>, _: &P) -> (P, RmsState<P>) {
         let nu = update_moment(&updates, &state.nu, self.decay, 2);
@@ -340,11 +340,11 @@ impl Transform for ScaleByRms {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByStddev {
     /// Decay of the EMAs.
-    pub decay: f32,
+    pub decay: f64,
     /// Numerical stability term.
-    pub eps: f32,
+    pub eps: f64,
     /// Initial value of the second-moment EMA.
-    pub initial_scale: f32,
+    pub initial_scale: f64,
     /// Whether `eps` goes inside the square root.
     pub eps_in_sqrt: bool,
     /// Whether to bias-correct the EMAs.
@@ -352,7 +352,7 @@ pub struct ScaleByStddev {
 }
 
 /// See [`ScaleByStddev`]; Optax's defaults for the flags.
-pub fn scale_by_stddev(decay: f32, eps: f32, initial_scale: f32) -> ScaleByStddev {
+pub fn scale_by_stddev(decay: f64, eps: f64, initial_scale: f64) -> ScaleByStddev {
     ScaleByStddev { decay, eps, initial_scale, eps_in_sqrt: true, bias_correction: false }
 }
 
@@ -362,7 +362,7 @@ impl Transform for ScaleByStddev {
         AdamState {
             count: zero_count(),
             mu: zeros_like(params),
-            nu: tree::map(params, |p| p.full_like(self.initial_scale as f64)),
+            nu: tree::map(params, |p| p.full_like(self.initial_scale)),
         }
     }
     fn update<P: Tree>(&self, updates: P, state: AdamState<P>, _: &P) -> (P, AdamState<P>) {
@@ -393,13 +393,13 @@ pub struct RssState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByRss {
     /// Initial value of the sum.
-    pub initial_accumulator_value: f32,
+    pub initial_accumulator_value: f64,
     /// Numerical stability term (inside the square root).
-    pub eps: f32,
+    pub eps: f64,
 }
 
 /// See [`ScaleByRss`].
-pub fn scale_by_rss(initial_accumulator_value: f32, eps: f32) -> ScaleByRss {
+pub fn scale_by_rss(initial_accumulator_value: f64, eps: f64) -> ScaleByRss {
     ScaleByRss { initial_accumulator_value, eps }
 }
 
@@ -407,9 +407,7 @@ impl Transform for ScaleByRss {
     type State<P: Tree> = RssState<P>;
     fn init<P: Tree>(&self, params: &P) -> RssState<P> {
         RssState {
-            sum_of_squares: tree::map(params, |p| {
-                p.full_like(self.initial_accumulator_value as f64)
-            }),
+            sum_of_squares: tree::map(params, |p| p.full_like(self.initial_accumulator_value)),
         }
     }
     fn update<P: Tree>(&self, updates: P, state: RssState<P>, _: &P) -> (P, RssState<P>) {
@@ -434,13 +432,13 @@ pub struct AdadeltaState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByAdadelta {
     /// Decay of the EMAs.
-    pub rho: f32,
+    pub rho: f64,
     /// Numerical stability term.
-    pub eps: f32,
+    pub eps: f64,
 }
 
 /// See [`ScaleByAdadelta`].
-pub fn scale_by_adadelta(rho: f32, eps: f32) -> ScaleByAdadelta {
+pub fn scale_by_adadelta(rho: f64, eps: f64) -> ScaleByAdadelta {
     ScaleByAdadelta { rho, eps }
 }
 
@@ -472,13 +470,13 @@ pub struct LionState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByLion {
     /// Interpolation between momentum and gradient for the update.
-    pub b1: f32,
+    pub b1: f64,
     /// Decay of the momentum.
-    pub b2: f32,
+    pub b2: f64,
 }
 
 /// See [`ScaleByLion`].
-pub fn scale_by_lion(b1: f32, b2: f32) -> ScaleByLion {
+pub fn scale_by_lion(b1: f64, b2: f64) -> ScaleByLion {
     ScaleByLion { b1, b2 }
 }
 
@@ -500,15 +498,15 @@ impl Transform for ScaleByLion {
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleByTrustRatio {
     /// Lower bound of the norms.
-    pub min_norm: f32,
+    pub min_norm: f64,
     /// Multiplier of the ratio.
-    pub trust_coefficient: f32,
+    pub trust_coefficient: f64,
     /// Added to the update norm.
-    pub eps: f32,
+    pub eps: f64,
 }
 
 /// See [`ScaleByTrustRatio`].
-pub fn scale_by_trust_ratio(min_norm: f32, trust_coefficient: f32, eps: f32) -> ScaleByTrustRatio {
+pub fn scale_by_trust_ratio(min_norm: f64, trust_coefficient: f64, eps: f64) -> ScaleByTrustRatio {
     ScaleByTrustRatio { min_norm, trust_coefficient, eps }
 }
 
@@ -541,13 +539,13 @@ pub struct TraceState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct Trace {
     /// Momentum decay.
-    pub decay: f32,
+    pub decay: f64,
     /// Nesterov momentum.
     pub nesterov: bool,
 }
 
 /// See [`Trace`].
-pub fn trace(decay: f32, nesterov: bool) -> Trace {
+pub fn trace(decay: f64, nesterov: bool) -> Trace {
     Trace { decay, nesterov }
 }
 
@@ -608,10 +606,10 @@ impl Transform for AddDecayedWeights {
 
 /// Clips every element of the updates to `[-max_delta, max_delta]` (`optax.clip`).
 #[derive(Clone, Copy, Debug)]
-pub struct Clip(pub f32);
+pub struct Clip(pub f64);
 
 /// See [`Clip`].
-pub fn clip(max_delta: f32) -> Clip {
+pub fn clip(max_delta: f64) -> Clip {
     Clip(max_delta)
 }
 
@@ -626,10 +624,10 @@ impl Transform for Clip {
 /// Rescales all updates together so their global L2 norm is at most `max_norm`
 /// (`optax.clip_by_global_norm`).
 #[derive(Clone, Copy, Debug)]
-pub struct ClipByGlobalNorm(pub f32);
+pub struct ClipByGlobalNorm(pub f64);
 
 /// See [`ClipByGlobalNorm`].
-pub fn clip_by_global_norm(max_norm: f32) -> ClipByGlobalNorm {
+pub fn clip_by_global_norm(max_norm: f64) -> ClipByGlobalNorm {
     ClipByGlobalNorm(max_norm)
 }
 
@@ -657,13 +655,13 @@ pub struct EmaState<P: Tree> {
 #[derive(Clone, Copy, Debug)]
 pub struct Ema {
     /// Decay of the average.
-    pub decay: f32,
+    pub decay: f64,
     /// Whether to divide by `1 - decay^count`.
     pub debias: bool,
 }
 
 /// See [`Ema`].
-pub fn ema(decay: f32, debias: bool) -> Ema {
+pub fn ema(decay: f64, debias: bool) -> Ema {
     Ema { decay, debias }
 }
 
@@ -705,22 +703,22 @@ pub struct ScaleByFactoredRms {
     /// Whether to factor leaves of rank 2 and more.
     pub factored: bool,
     /// Exponent of the decay schedule `1 - (t + 1)^-decay_rate`.
-    pub decay_rate: f32,
+    pub decay_rate: f64,
     /// Step offset of the decay schedule.
     pub step_offset: i32,
     /// Leaves whose second-largest dimension is smaller are not factored.
     pub min_dim_size_to_factor: usize,
     /// Added to squared gradients.
-    pub epsilon: f32,
+    pub epsilon: f64,
 }
 
 /// See [`ScaleByFactoredRms`].
 pub fn scale_by_factored_rms(
     factored: bool,
-    decay_rate: f32,
+    decay_rate: f64,
     step_offset: i32,
     min_dim_size_to_factor: usize,
-    epsilon: f32,
+    epsilon: f64,
 ) -> ScaleByFactoredRms {
     ScaleByFactoredRms { factored, decay_rate, step_offset, min_dim_size_to_factor, epsilon }
 }
@@ -822,10 +820,10 @@ impl Transform for ScaleByFactoredRms {
 
 /// Divides each leaf's update by `max(1, rms(update) / threshold)` (`optax.clip_by_block_rms`).
 #[derive(Clone, Copy, Debug)]
-pub struct ClipByBlockRms(pub f32);
+pub struct ClipByBlockRms(pub f64);
 
 /// See [`ClipByBlockRms`].
-pub fn clip_by_block_rms(threshold: f32) -> ClipByBlockRms {
+pub fn clip_by_block_rms(threshold: f64) -> ClipByBlockRms {
     ClipByBlockRms(threshold)
 }
 
@@ -844,10 +842,10 @@ impl Transform for ClipByBlockRms {
 /// Multiplies each leaf's update by `max(rms(param), min_scale)`
 /// (`optax.scale_by_param_block_rms`).
 #[derive(Clone, Copy, Debug)]
-pub struct ScaleByParamBlockRms(pub f32);
+pub struct ScaleByParamBlockRms(pub f64);
 
 /// See [`ScaleByParamBlockRms`] (Optax's default `min_scale = 1e-3`).
-pub fn scale_by_param_block_rms(min_scale: f32) -> ScaleByParamBlockRms {
+pub fn scale_by_param_block_rms(min_scale: f64) -> ScaleByParamBlockRms {
     ScaleByParamBlockRms(min_scale)
 }
 

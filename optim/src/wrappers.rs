@@ -74,7 +74,10 @@ impl<T: Transform> Transform for Masked<T> {
 
 /// Assigns each leaf (by key path and value) the index of the transform that updates it.
 #[derive(Clone)]
-pub struct Labels(Arc<dyn Fn(&KeyPath, &Array) -> usize + Send + Sync>);
+pub struct Labels(Arc<LabelFn>);
+
+/// The function inside [`Labels`].
+type LabelFn = dyn Fn(&KeyPath, &Array) -> usize + Send + Sync;
 
 impl Labels {
     /// Labels from a function returning a position in the tuple of transforms.

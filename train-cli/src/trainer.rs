@@ -1,5 +1,6 @@
 //! The training loop: [`Trainer`] trains any parameter tree `P` with a forward function
-//! on a classification data set, with Adam, JSONL metrics, checkpoints and exact resume.
+//! on a classification data set, with Adam(W) from `kiln-optim`, JSONL metrics, checkpoints
+//! and exact resume.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,11 +15,44 @@ use serde::Serialize;
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::Config;
+use crate::config::OptimizerConfig;
 use crate::error::TrainError;
-use crate::model::{correct_count, softmax_cross_entropy};
-use crate::optim::{
-    AdamConfig, AdamState, adam_init, adam_update, clip_by_global_norm, global_norm,
+use kiln_optim::{
+    AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, ScaleByLearningRate, Transform,
+    add_decayed_weights, apply_updates, clip_by_global_norm, global_norm, scale_by_adam,
+    scale_by_learning_rate,
 };
+
+/// The trainer's optimizer, Optax's `chain(clip_by_global_norm, adamw)`: optional
+/// global-norm clipping, Adam's rescaling, optional decoupled weight decay, then the
+/// learning rate. Its state checkpoints under `opt_state.1.mu...`, `opt_state.1.count`, ....
+pub type Optimizer =
+    (Option<ClipByGlobalNorm>, ScaleByAdam, Option<AddDecayedWeights>, ScaleByLearningRate);
+
+/// The state of [`Optimizer`] for parameters `P`.
+pub type OptState<P> = <Optimizer as Transform>::State<P>;
+
+/// The [`Optimizer`] of `[optimizer]` with learning rate `lr` (the schedule is evaluated on
+/// the host, so that the logged `lr` is exactly the one used).
+pub fn optimizer(cfg: &OptimizerConfig, lr: f64) -> Optimizer {
+    (
+        (cfg.clip_by_global_norm > 0.0).then(|| clip_by_global_norm(cfg.clip_by_global_norm)),
+        scale_by_adam(cfg.b1, cfg.b2, cfg.eps, 0.0, false),
+        (cfg.weight_decay != 0.0).then(|| add_decayed_weights(cfg.weight_decay, None)),
+        scale_by_learning_rate(lr),
+    )
+}
+
+/// Mean softmax cross-entropy of `logits: [batch, classes]` against integer `labels: [batch]`.
+fn mean_loss(logits: &Array, labels: &Array) -> Array {
+    kiln_nn::loss::softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+}
+
+/// Number of rows of `logits` whose argmax equals the integer label (an `f32` scalar).
+fn correct_count(logits: &Array, labels: &Array) -> Array {
+    let pred = logits.argmax(-1);
+    pred.eq(labels.astype(pred.dtype())).astype(kiln::DType::F32).sum()
+}
 
 /// The data set type the trainer loads.
 pub type Data = Subset<ArrayDataset>;
@@ -130,24 +164,21 @@ pub fn batch_arrays(mut batch: kiln_data::Batch) -> Result<(Array, Array), Train
 
 /// One training step, a pure function of its inputs:
 /// `(params, opt_state, batch) -> (params, opt_state, metrics)`.
-#[allow(clippy::too_many_arguments)] // reason: a flat pure function, ready to be jitted
 pub fn train_step<P: Tree>(
     forward: &(dyn Fn(&P, &Array) -> Array + Send + Sync),
-    adam: &AdamConfig,
-    clip: f64,
-    lr: f64,
+    opt: &Optimizer,
     params: &P,
-    opt_state: &AdamState<P>,
+    opt_state: OptState<P>,
     x: &Array,
     y: &Array,
-) -> (P, AdamState<P>, StepMetrics) {
+) -> (P, OptState<P>, StepMetrics) {
     let ((loss, correct), grads) = kiln::value_and_grad_with_aux(|p: &P| {
         let logits = forward(p, x);
-        (softmax_cross_entropy(&logits, y), correct_count(&logits, y).stop_gradient())
+        (mean_loss(&logits, y), correct_count(&logits, y).stop_gradient())
     })(params);
-    let norm = global_norm(&grads);
-    let grads = if clip > 0.0 { clip_by_global_norm(&grads, norm, clip) } else { grads };
-    let (params, opt_state) = adam_update(adam, lr, params, &grads, opt_state);
+    let norm = global_norm(&grads).item::<f32>() as f64;
+    let (updates, opt_state) = opt.update(grads, opt_state, params);
+    let params = apply_updates(params, &updates);
     let n = y.shape()[0].max(1) as f32;
     let metrics =
         StepMetrics { loss: loss.item::<f32>(), acc: correct.item::<f32>() / n, grad_norm: norm };
@@ -220,7 +251,7 @@ impl<P: Tree> Trainer<P> {
             let (x, y) = batch_arrays(batch?)?;
             let b = y.shape()[0];
             let logits = (self.forward)(params, &x);
-            loss += softmax_cross_entropy(&logits, &y).item::<f32>() as f64 * b as f64;
+            loss += mean_loss(&logits, &y).item::<f32>() as f64 * b as f64;
             correct += correct_count(&logits, &y).item::<f32>() as f64;
             n += b;
         }
@@ -253,15 +284,9 @@ impl<P: Tree> Trainer<P> {
         } else {
             cfg.train.epochs as u64 * per_epoch
         };
-        let adam = AdamConfig {
-            b1: cfg.optimizer.b1,
-            b2: cfg.optimizer.b2,
-            eps: cfg.optimizer.eps,
-            weight_decay: cfg.optimizer.weight_decay,
-        };
         let ckdir = cfg.checkpoint.dir.clone();
         let (mut key, mut params) = self.init_params();
-        let mut opt_state = adam_init(&params);
+        let mut opt_state = optimizer(&cfg.optimizer, cfg.optimizer.lr).init(&params);
         let mut loader_state: LoaderState = loader.initial_state();
         let mut step = 0u64;
         let warn = |m: String| eprintln!("{m}");
@@ -325,16 +350,8 @@ impl<P: Tree> Trainer<P> {
             let epoch = batch.epoch();
             let (x, y) = batch_arrays(batch)?;
             let lr = cfg.optimizer.schedule.lr_at(cfg.optimizer.lr, step, total);
-            let (p2, s2, m) = train_step(
-                &*self.forward,
-                &adam,
-                cfg.optimizer.clip_by_global_norm,
-                lr,
-                &params,
-                &opt_state,
-                &x,
-                &y,
-            );
+            let opt = optimizer(&cfg.optimizer, lr);
+            let (p2, s2, m) = train_step(&*self.forward, &opt, &params, opt_state, &x, &y);
             if !m.loss.is_finite() {
                 return Err(TrainError::Numeric(format!(
                     "loss became {} at step {}; try a lower optimizer.lr",

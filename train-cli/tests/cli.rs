@@ -163,8 +163,8 @@ fn inspect_and_eval_a_checkpoint() {
         "step: 4",
         "params.layers.0.weight",
         "params.layers.1.bias",
-        "opt_state.mu.layers.0.weight",
-        "opt_state.count",
+        "opt_state.1.mu.layers.0.weight",
+        "opt_state.1.count",
         "checksum",
     ] {
         assert!(text.contains(want), "missing {want} in:\n{text}");

@@ -51,7 +51,7 @@ pub fn run<T: Transform>(
     p
 }
 
-/// Largest `|a - b| / max(|b|, 0.1)` over all leaves of `got` against the golden entry.
+/// Largest relative error `|a - b| / |b|` over all leaves of `got` against the golden entry.
 pub fn max_rel_err(got: &Params, want: &serde_json::Value) -> f64 {
     let mut worst = 0.0f64;
     for (k, v) in got {
@@ -59,7 +59,8 @@ pub fn max_rel_err(got: &Params, want: &serde_json::Value) -> f64 {
         let a = v.to_vec::<f32>();
         assert_eq!(a.len(), w.len(), "leaf {k}");
         for (x, y) in a.iter().zip(&w) {
-            let err = (*x as f64 - *y as f64).abs() / (*y as f64).abs().max(0.1);
+            let err =
+                (*x as f64 - *y as f64).abs() / (*y as f64).abs().max(f64::from(f32::MIN_POSITIVE));
             worst = worst.max(err);
         }
     }
