@@ -407,8 +407,10 @@ struct Ctx<'a, T> {
 
 impl<T: Real> Ctx<'_, T> {
     /// A register file with the prologue (constants, scalar loads) evaluated.
-    fn registers(&self) -> Vec<Vec<T>> {
-        let mut regs = vec![vec![T::ZERO; TILE]; self.prog.n_regs];
+    fn registers(&self) -> Regs<T> {
+        let bufs = vec![vec![T::ZERO; TILE]; self.prog.n_regs];
+        let ptrs = bufs.iter().map(|b| b.as_ptr()).collect();
+        let mut regs = Regs { bufs, ptrs };
         for ins in &self.prog.prologue {
             self.exec(ins, &mut regs, 0, TILE);
         }
@@ -417,7 +419,7 @@ impl<T: Real> Ctx<'_, T> {
 
     /// Evaluates domain elements `base + s .. base + e`, writing elementwise outputs and
     /// returning one partial per reduction.
-    fn segment(&self, regs: &mut [Vec<T>], base: usize, s: usize, e: usize) -> Vec<f64> {
+    fn segment(&self, regs: &mut Regs<T>, base: usize, s: usize, e: usize) -> Vec<f64> {
         let mut acc: Vec<f64> = self.reduces.iter().map(|&(_, _, k)| identity(k)).collect();
         let mut pos = s;
         while pos < e {
@@ -428,7 +430,7 @@ impl<T: Real> Ctx<'_, T> {
             }
             for (k, o) in self.prog.outputs.iter().enumerate() {
                 if let Output::Elementwise { reg, bool_out } = o {
-                    let r = &regs[*reg][..len];
+                    let r = regs.get(*reg, len);
                     if *bool_out {
                         let p = self.ptrs[k].1.expect("bool output");
                         for (i, &v) in r.iter().enumerate() {
@@ -443,7 +445,7 @@ impl<T: Real> Ctx<'_, T> {
                 }
             }
             for (j, &(_, reg, kind)) in self.reduces.iter().enumerate() {
-                let r = &regs[reg][..len];
+                let r = regs.get(reg, len);
                 acc[j] = combine(kind, acc[j], reduce_tile(kind, r));
             }
             pos += len;
@@ -452,33 +454,42 @@ impl<T: Real> Ctx<'_, T> {
     }
 
     #[inline]
-    fn exec(&self, ins: &Instr, regs: &mut [Vec<T>], off: usize, len: usize) {
+    fn exec(&self, ins: &Instr, regs: &mut Regs<T>, off: usize, len: usize) {
         let dst = ins.dst();
-        let mut d = std::mem::take(&mut regs[dst]);
+        if let Instr::Load { input, .. } = ins
+            && let (View::Full, In::Real(p)) = (&self.prog.views[*input], self.ins[*input])
+        {
+            // A full real input is read in place: the register points into it.
+            // SAFETY: `off .. off + len` is inside the domain, which the input spans.
+            regs.ptrs[dst] = unsafe { p.add(off) };
+            return;
+        }
+        let mut d = std::mem::take(&mut regs.bufs[dst]);
         {
             let d = &mut d[..len];
             match ins {
                 Instr::Load { input, .. } => self.load(*input, d, off),
                 Instr::Const { value, .. } => d.fill(T::from_f64(*value)),
-                Instr::Unary { prim, a, .. } => unary(prim, &regs[*a][..len], d),
+                Instr::Unary { prim, a, .. } => unary(prim, regs.get(*a, len), d),
                 Instr::Binary { prim, a, b, .. } => {
-                    binary(prim, &regs[*a][..len], &regs[*b][..len], d)
+                    binary(prim, regs.get(*a, len), regs.get(*b, len), d)
                 }
                 Instr::Select { p, t, f, .. } => {
-                    let (p, t, f) = (&regs[*p][..len], &regs[*t][..len], &regs[*f][..len]);
+                    let (p, t, f) = (regs.get(*p, len), regs.get(*t, len), regs.get(*f, len));
                     for i in 0..len {
                         d[i] = if p[i] != T::ZERO { t[i] } else { f[i] };
                     }
                 }
                 Instr::Clamp { lo, x, hi, .. } => {
-                    let (lo, x, hi) = (&regs[*lo][..len], &regs[*x][..len], &regs[*hi][..len]);
+                    let (lo, x, hi) = (regs.get(*lo, len), regs.get(*x, len), regs.get(*hi, len));
                     for i in 0..len {
                         d[i] = min_nan(max_nan(x[i], lo[i]), hi[i]);
                     }
                 }
             }
         }
-        regs[dst] = d;
+        regs.ptrs[dst] = d.as_ptr();
+        regs.bufs[dst] = d;
     }
 
     fn load(&self, input: usize, d: &mut [T], off: usize) {
@@ -523,6 +534,22 @@ impl<T: Real> Ctx<'_, T> {
                 }
             }
         }
+    }
+}
+
+/// The register file of one work item: a tile buffer per register, and where each
+/// register's current tile is (its buffer, or the input itself for in-place reads).
+struct Regs<T> {
+    bufs: Vec<Vec<T>>,
+    ptrs: Vec<*const T>,
+}
+
+impl<T> Regs<T> {
+    #[inline(always)]
+    fn get(&self, r: usize, len: usize) -> &[T] {
+        // SAFETY: `ptrs[r]` points at `len <= TILE` valid elements: a register buffer
+        // (never resized) or an input range checked by the caller of `exec`.
+        unsafe { std::slice::from_raw_parts(self.ptrs[r], len) }
     }
 }
 
