@@ -369,7 +369,7 @@ pub enum Prim {
     Threefry2x32,
 
     // ---- higher-order --------------------------------------------------------------------
-    /// A call of a staged program ([`crate::jit`]): the operands are the program's inputs,
+    /// A call of a staged program ([`jit`](mod@crate::jit)): the operands are the program's inputs,
     /// the results its outputs. Differentiation and batching transform the program.
     Call {
         /// The program and its compiled executable.

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::lax;
 use crate::prim::Prim;
 use crate::rules;
+use crate::rules::{moveaxis, to_front};
 use crate::trace::{self, Trace, TraceTag, TracerData, bind, with_trace};
 use crate::tree::{self, KeyEntry, KeyPath, Tree, TreeDef};
 use std::rc::Rc;
@@ -292,29 +293,6 @@ pub fn vmap_full<T: Tree, U: Tree>(
 ) -> impl Fn(&T) -> U {
     let (in_axes, out_axes) = (in_axes.into(), out_axes.into());
     move |x: &T| lax::ok(try_vmap(&f, x, &in_axes, &out_axes, axis_size))
-}
-
-/// Moves axis `from` of `x` to position `to`.
-fn moveaxis(x: &Array, from: usize, to: usize) -> Array {
-    if from == to {
-        return x.clone();
-    }
-    let mut perm: Vec<usize> = (0..x.ndim()).filter(|&i| i != from).collect();
-    perm.insert(to, from);
-    lax::transpose(x, &perm)
-}
-
-/// `x` with its batch dimension at the front; unbatched values are broadcast to `size`.
-fn to_front(x: &Array, bdim: Option<usize>, size: usize) -> Array {
-    match bdim {
-        Some(d) => moveaxis(x, d, 0),
-        None => {
-            let mut shape = vec![size];
-            shape.extend_from_slice(x.shape());
-            let dims: Vec<usize> = (1..=x.ndim()).collect();
-            lax::broadcast_in_dim(x, &shape, &dims)
-        }
-    }
 }
 
 /// The Jacobian of a tree-valued function with respect to a tree argument.

@@ -49,7 +49,7 @@ enum Step {
     },
 }
 
-/// A compiled program (see the [module docs](self)). `Display` prints the steps and the
+/// A compiled program (steps over fused groups, kernels and aliases, with a liveness buffer plan). `Display` prints the steps and the
 /// buffer plan.
 #[derive(Debug)]
 pub struct Executable {

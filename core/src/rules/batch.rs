@@ -16,7 +16,7 @@ use crate::prim::Prim;
 use crate::trace::bind;
 
 /// Moves axis `from` of `x` to position `to`.
-fn moveaxis(x: &Array, from: usize, to: usize) -> Array {
+pub(crate) fn moveaxis(x: &Array, from: usize, to: usize) -> Array {
     if from == to {
         return x.clone();
     }
@@ -26,7 +26,7 @@ fn moveaxis(x: &Array, from: usize, to: usize) -> Array {
 }
 
 /// `x` with its batch dimension at the front; unbatched values are broadcast to `size`.
-fn to_front(x: &Array, bdim: Option<usize>, size: usize) -> Array {
+pub(crate) fn to_front(x: &Array, bdim: Option<usize>, size: usize) -> Array {
     match bdim {
         Some(d) => moveaxis(x, d, 0),
         None => {

@@ -11,6 +11,7 @@ mod transpose;
 
 pub use abstract_eval::abstract_eval;
 pub use batch::batch;
+pub(crate) use batch::{moveaxis, to_front};
 pub use jvp::jvp;
 pub(crate) use jvp::take_along_axis;
 pub use transpose::transpose;

@@ -1,7 +1,7 @@
 //! Fused elementwise kernels: a chain of elementwise operations over one domain shape,
 //! optionally ending in reductions over trailing axes, run as a single pass over memory.
 //!
-//! The domain is walked tile by tile ([`TILE`] elements); every intermediate lives in a
+//! The domain is walked tile by tile (`TILE` elements); every intermediate lives in a
 //! tile-sized register (in cache), so only the group's inputs are read from main memory and
 //! only its outputs written. Work is split into chunks run in parallel with rayon; the
 //! partial results of a reduction are combined in a fixed order, so results do not depend
