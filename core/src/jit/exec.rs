@@ -368,6 +368,16 @@ impl Executable {
         // Peak bytes of intermediates (aliases share their input's buffer).
         let bytes = |v: usize| avals[v].as_ref().map_or(0, |a| a.size() * a.dtype.size_in_bytes());
         let (mut live, mut peak) = (0usize, 0usize);
+        // Aliases and inputs own no intermediate buffer of their own.
+        let mut not_owned = vec![false; n];
+        for st in &steps {
+            if let Step::Alias { out, .. } = st {
+                not_owned[*out] = true;
+            }
+        }
+        for v in &j.in_binders {
+            not_owned[v.id] = true;
+        }
         for (s, step) in steps.iter().enumerate() {
             match step {
                 Step::Kernel { outs, .. } | Step::Fused { outs, .. } => {
@@ -376,15 +386,8 @@ impl Executable {
                 Step::Alias { .. } => {}
             }
             peak = peak.max(live);
-            let aliases: Vec<usize> = steps
-                .iter()
-                .filter_map(|st| match st {
-                    Step::Alias { out, .. } => Some(*out),
-                    _ => None,
-                })
-                .collect();
             for &v in &free_after[s] {
-                if !aliases.contains(&v) && !j.in_binders.iter().any(|b| b.id == v) {
+                if !not_owned[v] {
                     live = live.saturating_sub(bytes(v));
                 }
             }

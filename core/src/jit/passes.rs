@@ -23,6 +23,9 @@ fn key(a: &Atom) -> AtomKey {
     }
 }
 
+/// A simplified equation: `(None, [x])` is just `x`; `(Some(p), args)` is `p(args)`.
+type Rewrite = (Option<Prim>, Vec<Atom>);
+
 #[derive(Default)]
 struct Rewriter {
     next: usize,
@@ -119,8 +122,7 @@ impl Rewriter {
 
     /// An algebraic simplification of `prim(ins)`: `(None, [x])` means the result is `x`,
     /// `(Some(p), args)` a cheaper equation.
-    #[allow(clippy::type_complexity)] // a local rewrite result, read right below
-    fn simplify(&self, prim: &Prim, ins: &[Atom], out: &Aval) -> Option<(Option<Prim>, Vec<Atom>)> {
+    fn simplify(&self, prim: &Prim, ins: &[Atom], out: &Aval) -> Option<Rewrite> {
         let same = |a: &Atom| a.aval() == out;
         let def = |a: &Atom| match a {
             Atom::Var(v) => self.defs.get(&v.id),
