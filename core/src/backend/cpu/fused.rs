@@ -605,6 +605,12 @@ fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
         Prim::Erf => m!(|x| x.erf()),
         // Registers hold booleans as 0/1, so bool -> float conversion is a copy.
         Prim::StopGradient | Prim::ConvertElementType { .. } => d.copy_from_slice(a),
+        // The common small powers as straight-line code (the same products as
+        // `powi_float`'s squaring, so the same bits), which vectorizes.
+        Prim::IntegerPow { y: 2 } => m!(|x| x * x),
+        Prim::IntegerPow { y: 3 } => m!(|x| x * (x * x)),
+        Prim::IntegerPow { y: 4 } => m!(|x| (x * x) * (x * x)),
+        Prim::IntegerPow { y: -1 } => m!(|x| T::ONE / x),
         Prim::IntegerPow { y } => {
             let y = *y;
             m!(|x| powi_float(x, y, |v| v))
