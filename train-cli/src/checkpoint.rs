@@ -91,7 +91,12 @@ pub fn named_leaves<T: Tree>(prefix: &str, t: &T) -> Vec<(String, Array)> {
         .into_iter()
         .map(|(p, a)| {
             let p = p.to_string();
-            (if p.is_empty() { prefix.to_string() } else { format!("{prefix}.{p}") }, a)
+            let name = match (prefix.is_empty(), p.is_empty()) {
+                (true, _) => p,
+                (false, true) => prefix.to_string(),
+                (false, false) => format!("{prefix}.{p}"),
+            };
+            (name, a)
         })
         .collect()
 }
@@ -190,6 +195,14 @@ pub fn load(path: &Path) -> Result<Checkpoint, TrainError> {
             meta.checksum
         )));
     }
+    let tensors = to_arrays(views, &err)?;
+    Ok(Checkpoint { meta, tensors })
+}
+
+fn to_arrays(
+    views: Vec<(String, TensorView<'_>)>,
+    err: &dyn Fn(String) -> TrainError,
+) -> Result<BTreeMap<String, Array>, TrainError> {
     let mut tensors = BTreeMap::new();
     for (name, v) in views {
         let dt = kiln_dtype(v.dtype())
@@ -198,7 +211,16 @@ pub fn load(path: &Path) -> Result<Checkpoint, TrainError> {
             .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
         tensors.insert(name, a);
     }
-    Ok(Checkpoint { meta, tensors })
+    Ok(tensors)
+}
+
+/// The tensors of any safetensors file (written by kiln, PyTorch, JAX, ...), by name.
+pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Array>, TrainError> {
+    let err = |msg: String| TrainError::Checkpoint { file: path.display().to_string(), msg };
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    to_arrays(st.tensors(), &err)
 }
 
 /// Checkpoint files in `dir`, sorted by step (oldest first).

@@ -21,21 +21,58 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// `[logging]`.
     pub logging: LoggingConfig,
+    /// `[sample]`.
+    pub sample: SampleConfig,
 }
 
-/// `[model]`: which network to train.
+/// `[model]`: which network to train. Fields of other models are ignored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Model name; only `"mlp"` exists. Default `"mlp"`.
+    /// `"mlp"`, `"cnn"`, `"resnet"` or `"transformer"`. Default `"mlp"`.
     pub name: String,
-    /// Hidden layer widths of the MLP. Default `[512, 512]`.
+    /// MLP: hidden layer widths. Default `[512, 512]`.
     pub hidden: Vec<i64>,
+    /// CNN: output channels of each `conv3x3 -> relu -> maxpool2` stage. Default `[32, 64]`.
+    pub channels: Vec<i64>,
+    /// CNN: width of the hidden dense layer. Default 128.
+    pub dense: i64,
+    /// ResNet: channels of each stage (stride 2 from the second on). Default `[16, 32, 64]`.
+    pub widths: Vec<i64>,
+    /// ResNet: residual blocks per stage. Default 1.
+    pub blocks_per_stage: i64,
+    /// Transformer: number of blocks. Default 4.
+    pub layers: i64,
+    /// Transformer: width. Default 128.
+    pub d_model: i64,
+    /// Transformer: attention heads (must divide `d_model`). Default 4.
+    pub heads: i64,
+    /// Transformer: context length in tokens (the training window). Default 64.
+    pub context: i64,
+    /// Transformer: dropout rate in `[0, 1)`. Default 0.
+    pub dropout: f64,
+    /// Initialise the parameters from this safetensors file instead of randomly. Tensor
+    /// names are the parameters' key paths (`convs.0.kernel`), optionally prefixed with
+    /// `params.` (so a kiln checkpoint works too). Default: none.
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { name: "mlp".into(), hidden: vec![512, 512] }
+        ModelConfig {
+            name: "mlp".into(),
+            hidden: vec![512, 512],
+            channels: vec![32, 64],
+            dense: 128,
+            widths: vec![16, 32, 64],
+            blocks_per_stage: 1,
+            layers: 4,
+            d_model: 128,
+            heads: 4,
+            context: 64,
+            dropout: 0.0,
+            init_from: None,
+        }
     }
 }
 
@@ -43,10 +80,11 @@ impl Default for ModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// Data set name; only `"mnist"` exists. Default `"mnist"`.
+    /// `"mnist"`, `"fashion-mnist"` (image classification) or `"tinyshakespeare"`
+    /// (character-level language modelling). Default `"mnist"`.
     pub name: String,
-    /// Directory holding the IDX `.gz` files, relative to the working directory.
-    /// Default `"data/mnist"`.
+    /// The IDX `.gz` directory (images) or the text file or its directory, relative to the
+    /// working directory. Default `"data/mnist"`.
     pub path: PathBuf,
     /// Training batch size. Default 128.
     pub batch_size: i64,
@@ -62,6 +100,11 @@ pub struct DataConfig {
     pub train_subset: i64,
     /// Use only the first N test examples (0 = all). Default 0.
     pub eval_subset: i64,
+    /// Text: distance between the starts of training windows (1 = every position, as in
+    /// nanoGPT's random sampling). Default 1.
+    pub stride: i64,
+    /// Text: fraction of the text used for training; the rest is validation. Default 0.9.
+    pub train_fraction: f64,
 }
 
 impl Default for DataConfig {
@@ -76,6 +119,8 @@ impl Default for DataConfig {
             workers: 1,
             train_subset: 0,
             eval_subset: 0,
+            stride: 1,
+            train_fraction: 0.9,
         }
     }
 }
@@ -186,11 +231,19 @@ pub struct CheckpointConfig {
     pub every: i64,
     /// Keep only the newest N checkpoints (0 = keep all). Default 3.
     pub keep: i64,
+    /// Write checkpoints on a background thread while training goes on. Default `true`.
+    #[serde(rename = "async")]
+    pub async_save: bool,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { dir: PathBuf::from("runs/default/checkpoints"), every: 0, keep: 3 }
+        CheckpointConfig {
+            dir: PathBuf::from("runs/default/checkpoints"),
+            every: 0,
+            keep: 3,
+            async_save: true,
+        }
     }
 }
 
@@ -208,10 +261,31 @@ impl Default for LoggingConfig {
     }
 }
 
-/// Known models and data sets.
-pub const MODELS: &[&str] = &["mlp"];
+/// `[sample]`: text generation by language models, at the end of training and by
+/// `train-cli sample` (whose flags override these).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleConfig {
+    /// The prompt. Default `"ROMEO:"`.
+    pub prompt: String,
+    /// Tokens to generate (0 = no sample at the end of training). Default 300.
+    pub tokens: i64,
+    /// Softmax temperature (0 = greedy). Default 0.8.
+    pub temperature: f64,
+    /// Sampling seed. Default 0.
+    pub seed: i64,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig { prompt: "ROMEO:".into(), tokens: 300, temperature: 0.8, seed: 0 }
+    }
+}
+
+/// Known models.
+pub const MODELS: &[&str] = &["mlp", "cnn", "resnet", "transformer"];
 /// Known data sets.
-pub const DATASETS: &[&str] = &["mnist"];
+pub const DATASETS: &[&str] = &["mnist", "fashion-mnist", "tinyshakespeare"];
 const OPTIMIZERS: &[&str] = &["adam"];
 const SCHEDULES: &[&str] = &["constant", "cosine", "linear"];
 
@@ -358,8 +432,56 @@ impl Config {
         let non_negative = |key: &str, v: i64| {
             if v >= 0 { Ok(()) } else { Err(format!("{key}: must not be negative, got {v}")) }
         };
-        for (i, h) in self.model.hidden.iter().enumerate() {
-            positive(&format!("model.hidden[{i}]"), *h)?;
+        let m = &self.model;
+        for (key, list) in [("hidden", &m.hidden), ("channels", &m.channels), ("widths", &m.widths)]
+        {
+            for (i, h) in list.iter().enumerate() {
+                positive(&format!("model.{key}[{i}]"), *h)?;
+            }
+        }
+        for (key, v) in [
+            ("dense", m.dense),
+            ("blocks_per_stage", m.blocks_per_stage),
+            ("layers", m.layers),
+            ("d_model", m.d_model),
+            ("heads", m.heads),
+            ("context", m.context),
+        ] {
+            positive(&format!("model.{key}"), v)?;
+        }
+        if m.name == "transformer" && m.d_model % m.heads != 0 {
+            return Err(format!(
+                "model.heads: {} does not divide model.d_model = {}",
+                m.heads, m.d_model
+            ));
+        }
+        if m.name == "resnet" && m.widths.is_empty() {
+            return Err("model.widths: a resnet needs at least one stage".into());
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return Err(format!("model.dropout: must be in [0, 1), got {}", m.dropout));
+        }
+        let text_data = self.data.name == "tinyshakespeare";
+        if (m.name == "transformer") != text_data {
+            return Err(format!(
+                "model.name: `{}` cannot train on data.name `{}` (the transformer is the language \
+                 model for text; mlp, cnn and resnet classify images)",
+                m.name, self.data.name
+            ));
+        }
+        positive("data.stride", self.data.stride)?;
+        if !(self.data.train_fraction > 0.0 && self.data.train_fraction < 1.0) {
+            return Err(format!(
+                "data.train_fraction: must be in (0, 1), got {}",
+                self.data.train_fraction
+            ));
+        }
+        non_negative("sample.tokens", self.sample.tokens)?;
+        if !(self.sample.temperature >= 0.0 && self.sample.temperature.is_finite()) {
+            return Err(format!(
+                "sample.temperature: must be a non-negative number, got {}",
+                self.sample.temperature
+            ));
         }
         positive("data.batch_size", self.data.batch_size)?;
         positive("data.eval_batch_size", self.data.eval_batch_size)?;

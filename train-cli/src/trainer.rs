@@ -1,61 +1,53 @@
-//! The training loop: [`Trainer`] trains any parameter tree `P` with a forward function
-//! on a classification data set, with Adam(W) from `kiln-optim`, JSONL metrics, checkpoints
-//! and exact resume.
+//! The training loop: [`Trainer`] trains any [`Model`] on a [`TaskData`] with one jitted
+//! train step (forward, loss, gradient, optimizer update, parameters donated), a jitted
+//! eval step, JSONL metrics, atomic (optionally background) checkpoints, exact resume and a
+//! final checkpoint on SIGINT/SIGTERM.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::Array;
-use kiln::tree::Tree;
-use kiln_data::{ArrayDataset, Loader, LoaderConfig, LoaderState, Split, Subset};
+use kiln::tree;
+use kiln::{Array, DType, Jit};
+use kiln_data::{Dataset, Loader, LoaderConfig, LoaderState};
 use serde::Serialize;
 
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::Config;
-use crate::config::OptimizerConfig;
+use crate::config::{Config, OptimizerConfig};
+use crate::data::{Task, TaskData, batch_arrays};
 use crate::error::TrainError;
+use crate::models::Model;
 use kiln_optim::{
-    AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, ScaleByLearningRate, Transform,
-    add_decayed_weights, apply_updates, clip_by_global_norm, global_norm, scale_by_adam,
-    scale_by_learning_rate,
+    AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, Transform, add_decayed_weights,
+    clip_by_global_norm, global_norm, scale_by_adam,
 };
 
-/// The trainer's optimizer, Optax's `chain(clip_by_global_norm, adamw)`: optional
-/// global-norm clipping, Adam's rescaling, optional decoupled weight decay, then the
-/// learning rate. Its state checkpoints under `opt_state.1.mu...`, `opt_state.1.count`, ....
-pub type Optimizer =
-    (Option<ClipByGlobalNorm>, ScaleByAdam, Option<AddDecayedWeights>, ScaleByLearningRate);
+/// The trainer's optimizer without its learning rate, Optax's `chain(clip_by_global_norm,
+/// scale_by_adam, add_decayed_weights)`; the step multiplies by `-lr` (an input of the
+/// jitted step, so the schedule never retraces). Its state checkpoints under
+/// `opt_state.1.mu...`, `opt_state.1.count`, ....
+pub type Optimizer = (Option<ClipByGlobalNorm>, ScaleByAdam, Option<AddDecayedWeights>);
 
 /// The state of [`Optimizer`] for parameters `P`.
 pub type OptState<P> = <Optimizer as Transform>::State<P>;
 
-/// The [`Optimizer`] of `[optimizer]` with learning rate `lr` (the schedule is evaluated on
-/// the host, so that the logged `lr` is exactly the one used).
-pub fn optimizer(cfg: &OptimizerConfig, lr: f64) -> Optimizer {
+/// The [`Optimizer`] of `[optimizer]`.
+pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
     (
         (cfg.clip_by_global_norm > 0.0).then(|| clip_by_global_norm(cfg.clip_by_global_norm)),
         scale_by_adam(cfg.b1, cfg.b2, cfg.eps, 0.0, false),
         (cfg.weight_decay != 0.0).then(|| add_decayed_weights(cfg.weight_decay, None)),
-        scale_by_learning_rate(lr),
     )
 }
 
-/// Mean softmax cross-entropy of `logits: [batch, classes]` against integer `labels: [batch]`.
-fn mean_loss(logits: &Array, labels: &Array) -> Array {
-    kiln_nn::loss::softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-}
-
-/// Number of rows of `logits` whose argmax equals the integer label (an `f32` scalar).
+/// Number of positions whose argmax equals the integer label (an `f32` scalar).
 fn correct_count(logits: &Array, labels: &Array) -> Array {
     let pred = logits.argmax(-1);
-    pred.eq(labels.astype(pred.dtype())).astype(kiln::DType::F32).sum()
+    pred.eq(labels.astype(pred.dtype())).astype(DType::F32).sum()
 }
-
-/// The data set type the trainer loads.
-pub type Data = Subset<ArrayDataset>;
 
 /// Where to resume from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,17 +72,29 @@ pub struct RunOptions {
     pub json: bool,
     /// Stop after this step (simulates an interruption; for tests).
     pub stop_at_step: Option<u64>,
+    /// Set to stop the run early: the loop saves a checkpoint and returns (the CLI sets
+    /// it on SIGINT/SIGTERM).
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Metrics of one training step.
 #[derive(Clone, Debug)]
 pub struct StepMetrics {
-    /// Mean cross-entropy of the batch.
+    /// Mean loss of the batch.
     pub loss: f32,
-    /// Accuracy on the batch.
+    /// Accuracy on the batch (per token for language models).
     pub acc: f32,
     /// Global gradient norm (before clipping).
     pub grad_norm: f64,
+}
+
+/// Held-out metrics.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct EvalMetrics {
+    /// Mean loss (nats per token for language models).
+    pub loss: f64,
+    /// Accuracy (per token for language models).
+    pub acc: f64,
 }
 
 /// The result of [`Trainer::run`].
@@ -100,89 +104,68 @@ pub struct Summary {
     pub steps: u64,
     /// Step this run started at (non-zero after resume).
     pub start_step: u64,
-    /// Last logged training loss.
+    /// Whether the run stopped early on an interrupt.
+    pub interrupted: bool,
+    /// Last training loss.
     pub train_loss: f32,
-    /// Final test loss.
+    /// Final held-out loss.
     pub eval_loss: f64,
-    /// Final test accuracy.
+    /// Final held-out accuracy.
     pub eval_acc: f64,
     /// Wall time of this run in seconds.
     pub wall_secs: f64,
+    /// Mean training throughput of this run (samples/s, or tokens/s for language models).
+    pub throughput: f64,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
     /// The metrics file.
     pub metrics: PathBuf,
+    /// Text sampled at the end (language models with `[sample] tokens > 0`).
+    pub sample: Option<String>,
 }
 
-/// A forward function: parameters and a `[batch, features]` input to `[batch, classes]` logits.
-pub type Forward<P> = Arc<dyn Fn(&P, &Array) -> Array + Send + Sync>;
 /// An initialiser: PRNG key to parameters.
-pub type Init<P> = Arc<dyn Fn(&Array) -> P + Send + Sync>;
+pub type Init<M> = Arc<dyn Fn(&Array) -> M + Send + Sync>;
 
-/// A classification trainer for parameters `P`.
-pub struct Trainer<P: Tree> {
-    /// The configuration (`[model]` is not used by the trainer itself).
-    pub config: Config,
-    init: Init<P>,
-    forward: Forward<P>,
+/// Parameters, model state and optimizer state.
+pub struct TrainState<M: Model> {
+    /// The parameters.
+    pub params: M,
+    /// The model state (BatchNorm statistics).
+    pub model_state: M::State,
+    /// The optimizer state.
+    pub opt_state: OptState<M>,
 }
 
-/// Loads the configured split as `[N, 784]` inputs and integer labels.
-pub fn open_data(config: &Config, split: Split) -> Result<Data, TrainError> {
-    let dir = &config.data.path;
-    if !dir.is_dir() {
-        return Err(TrainError::Data(format!(
-            "data.path: directory `{}` does not exist (run from the repository root, or set data.path)",
-            dir.display()
-        )));
-    }
-    let ds = kiln_data::mnist(dir, split).map_err(|e| {
-        TrainError::Data(format!(
-            "data.path `{}`: {}",
-            dir.display(),
-            e.to_string().lines().next().unwrap_or("")
-        ))
-    })?;
-    use kiln_data::Dataset;
-    let limit = match split {
-        Split::Train => config.data.train_subset,
-        Split::Test => config.data.eval_subset,
-    } as usize;
-    let n = if limit == 0 { ds.len() } else { limit.min(ds.len()) };
-    Ok(Subset::new(ds, (0..n).collect::<Vec<_>>())?)
+type StepIn<M> = (M, <M as Model>::State, OptState<M>, (Array, Array), (Array, Array));
+type StepOut<M> = (M, <M as Model>::State, OptState<M>, (Array, Array, Array));
+type EvalIn<M> = (M, <M as Model>::State, (Array, Array));
+
+/// The jitted train step: `(params, model_state, opt_state, (x, y), (lr, key)) ->
+/// (params, model_state, opt_state, (loss, correct, grad_norm))`.
+fn train_step<M: Model>(opt: Optimizer) -> Jit<StepIn<M>, StepOut<M>> {
+    Jit::new(move |(params, state, opt_state, (x, y), (lr, key)): &StepIn<M>| {
+        let ((loss, (correct, new_state)), grads) = kiln::value_and_grad_with_aux(|p: &M| {
+            let (logits, st) = p.apply(state, x, Some(key));
+            let st = tree::map(&st, |a| a.stop_gradient());
+            (p.loss(&logits, y), (correct_count(&logits, y).stop_gradient(), st))
+        })(params);
+        let norm = global_norm(&grads);
+        let (updates, opt_state) = opt.update(grads, opt_state.clone(), params);
+        let params = tree::zip_map(params, &updates, |p, u| p - u * lr);
+        (params, new_state, opt_state, (loss, correct, norm))
+    })
+    .named("train_step")
 }
 
-/// Converts a loader batch into `([B, features] f32 in [0, 1], [B] i32 labels)`.
-pub fn batch_arrays(mut batch: kiln_data::Batch) -> Result<(Array, Array), TrainError> {
-    let img = batch.take("image")?;
-    let b = img.shape()[0];
-    let feat: usize = img.shape()[1..].iter().product();
-    let x: Vec<f32> = img.to_f32_vec().into_iter().map(|v| v / 255.0).collect();
-    let labels: Vec<i32> = batch.take("label")?.into_vec::<i32>()?;
-    Ok((Array::from_vec(x, [b, feat]), Array::from_vec(labels, [b])))
-}
-
-/// One training step, a pure function of its inputs:
-/// `(params, opt_state, batch) -> (params, opt_state, metrics)`.
-pub fn train_step<P: Tree>(
-    forward: &(dyn Fn(&P, &Array) -> Array + Send + Sync),
-    opt: &Optimizer,
-    params: &P,
-    opt_state: OptState<P>,
-    x: &Array,
-    y: &Array,
-) -> (P, OptState<P>, StepMetrics) {
-    let ((loss, correct), grads) = kiln::value_and_grad_with_aux(|p: &P| {
-        let logits = forward(p, x);
-        (mean_loss(&logits, y), correct_count(&logits, y).stop_gradient())
-    })(params);
-    let norm = global_norm(&grads).item::<f32>() as f64;
-    let (updates, opt_state) = opt.update(grads, opt_state, params);
-    let params = apply_updates(params, &updates);
-    let n = y.shape()[0].max(1) as f32;
-    let metrics =
-        StepMetrics { loss: loss.item::<f32>(), acc: correct.item::<f32>() / n, grad_norm: norm };
-    (params, opt_state, metrics)
+/// The jitted eval step: summed loss and correct count of a batch.
+fn eval_step<M: Model>() -> Jit<EvalIn<M>, (Array, Array)> {
+    Jit::new(|(params, state, (x, y)): &EvalIn<M>| {
+        let (logits, _) = params.apply(state, x, None);
+        let n = y.size() as f64;
+        (params.loss(&logits, y) * n, correct_count(&logits, y))
+    })
+    .named("eval_step")
 }
 
 fn json_line(
@@ -212,71 +195,153 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
     std::fs::write(path, out).map_err(|e| TrainError::io(path, e))
 }
 
-impl<P: Tree> Trainer<P> {
-    /// A trainer for parameters made by `init` and applied by `forward`.
+/// Checkpoints written on a background thread, one at a time.
+struct Saver {
+    dir: PathBuf,
+    keep: usize,
+    background: bool,
+    pending: Option<std::thread::JoinHandle<Result<PathBuf, TrainError>>>,
+    last: Option<PathBuf>,
+}
+
+impl Saver {
+    /// Waits for the save in flight, if any.
+    fn wait(&mut self) -> Result<(), TrainError> {
+        if let Some(h) = self.pending.take() {
+            let p = h.join().map_err(|_| TrainError::Checkpoint {
+                file: self.dir.display().to_string(),
+                msg: "the background save thread panicked".into(),
+            })??;
+            self.last = Some(p);
+        }
+        Ok(())
+    }
+
+    fn save(
+        &mut self,
+        tensors: Vec<(String, Array)>,
+        meta: CheckpointMeta,
+    ) -> Result<(), TrainError> {
+        self.wait()?;
+        let (dir, keep) = (self.dir.clone(), self.keep);
+        let job = move || {
+            let p = checkpoint::save(&dir, tensors, meta)?;
+            checkpoint::prune(&dir, keep)?;
+            Ok(p)
+        };
+        if self.background {
+            self.pending = Some(std::thread::spawn(job));
+        } else {
+            self.last = Some(job()?);
+        }
+        Ok(())
+    }
+}
+
+/// A trainer for a [`Model`] `M`.
+pub struct Trainer<M: Model> {
+    /// The configuration (`[model]` is used only by the initialiser).
+    pub config: Config,
+    /// The data.
+    pub data: TaskData,
+    init: Init<M>,
+}
+
+impl<M: Model> Trainer<M> {
+    /// A trainer for parameters made by `init` (from a PRNG key).
     pub fn new(
         config: Config,
-        init: impl Fn(&Array) -> P + Send + Sync + 'static,
-        forward: impl Fn(&P, &Array) -> Array + Send + Sync + 'static,
-    ) -> Trainer<P> {
-        Trainer { config, init: Arc::new(init), forward: Arc::new(forward) }
+        data: TaskData,
+        init: impl Fn(&Array) -> M + Send + Sync + 'static,
+    ) -> Trainer<M> {
+        Trainer { config, data, init: Arc::new(init) }
     }
 
-    /// Fresh parameters from `[train].seed`.
-    pub fn init_params(&self) -> (Array, P) {
+    /// Initial parameters: from `[model] init_from` if set, else random from `[train].seed`.
+    pub fn init_params(&self) -> Result<(Array, M), TrainError> {
         let key = kiln::random::key(self.config.train.seed);
         let p = (self.init)(&key);
-        (key, p)
+        match &self.config.model.init_from {
+            None => Ok((key, p)),
+            Some(path) => {
+                let tensors = checkpoint::read_tensors(path)?;
+                let prefix =
+                    if tensors.keys().any(|k| k.starts_with("params.")) { "params" } else { "" };
+                Ok((key, checkpoint::restore_tree(path, prefix, &p, &tensors)?))
+            }
+        }
     }
 
-    /// Loads parameters from a checkpoint, checking they fit the model.
-    pub fn load_params(&self, path: &Path) -> Result<(P, CheckpointMeta), TrainError> {
+    /// Fresh parameters, model state and optimizer state.
+    pub fn init_state(&self) -> Result<(Array, TrainState<M>), TrainError> {
+        let (key, params) = self.init_params()?;
+        let model_state = params.init_state();
+        let opt_state = optimizer(&self.config.optimizer).init(&params);
+        Ok((key, TrainState { params, model_state, opt_state }))
+    }
+
+    /// Loads parameters and model state from a checkpoint, checking they fit the model.
+    pub fn load(&self, path: &Path) -> Result<(M, M::State, CheckpointMeta), TrainError> {
         let ck = checkpoint::load(path)?;
-        let (_, like) = self.init_params();
+        let like = (self.init)(&kiln::random::key(0));
         let params = checkpoint::restore_tree(path, "params", &like, &ck.tensors)?;
-        Ok((params, ck.meta))
+        let state = checkpoint::restore_tree(path, "model_state", &like.init_state(), &ck.tensors)?;
+        Ok((params, state, ck.meta))
     }
 
-    /// Mean loss and accuracy of `params` on the configured test split.
-    pub fn evaluate(&self, params: &P) -> Result<(f64, f64), TrainError> {
-        let test = open_data(&self.config, Split::Test)?;
-        self.evaluate_on(params, test)
+    /// Held-out loss and accuracy of `params` on the test split.
+    pub fn evaluate(&self, params: &M, state: &M::State) -> Result<EvalMetrics, TrainError> {
+        self.evaluate_with(&eval_step::<M>(), params, state)
     }
 
-    fn evaluate_on(&self, params: &P, test: Data) -> Result<(f64, f64), TrainError> {
-        let loader =
-            Loader::new(test, LoaderConfig::new(self.config.data.eval_batch_size as usize))?;
+    fn evaluate_with(
+        &self,
+        step: &Jit<EvalIn<M>, (Array, Array)>,
+        params: &M,
+        state: &M::State,
+    ) -> Result<EvalMetrics, TrainError> {
+        let bs = self.config.data.eval_batch_size as usize;
+        let loader = Loader::new(self.data.test.clone(), LoaderConfig::new(bs))?;
         let (mut loss, mut correct, mut n) = (0.0f64, 0.0f64, 0usize);
         for batch in loader.iter() {
-            let (x, y) = batch_arrays(batch?)?;
-            let b = y.shape()[0];
-            let logits = (self.forward)(params, &x);
-            loss += mean_loss(&logits, &y).item::<f32>() as f64 * b as f64;
-            correct += correct_count(&logits, &y).item::<f32>() as f64;
-            n += b;
+            let (x, y) = batch_arrays(&self.data.task, batch?)?;
+            let count = y.size();
+            let (l, c) = step.call(&(params.clone(), state.clone(), (x, y)));
+            loss += l.item::<f32>() as f64;
+            correct += c.item::<f32>() as f64;
+            n += count;
         }
         let n = n.max(1) as f64;
-        Ok((loss / n, correct / n))
+        Ok(EvalMetrics { loss: loss / n, acc: correct / n })
+    }
+
+    fn meta(&self, step: u64, key: &Array, loader: &LoaderState) -> CheckpointMeta {
+        CheckpointMeta {
+            step,
+            config: self.config.to_toml(),
+            rng_key: key.to_vec::<u32>(),
+            loader_state: loader.to_json(),
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            checksum: String::new(),
+        }
     }
 
     /// Trains according to the config; see [`RunOptions`].
     pub fn run(&self, opts: &RunOptions) -> Result<Summary, TrainError> {
         let cfg = &self.config;
         let t0 = Instant::now();
-        let train = open_data(cfg, Split::Train)?;
-        let test = open_data(cfg, Split::Test)?;
         let bs = cfg.data.batch_size as usize;
         let mut lc =
             LoaderConfig::new(bs).drop_last(true).workers(cfg.data.workers as usize).repeat();
         if cfg.data.shuffle {
             lc = lc.shuffle(cfg.data.seed);
         }
-        let loader = Loader::new(train, lc)?;
+        let loader = Loader::new(self.data.train.clone(), lc)?;
         let per_epoch = loader.batches_per_epoch() as u64;
         if per_epoch == 0 {
             return Err(TrainError::Data(format!(
                 "data.batch_size {bs} is larger than the training set ({} examples)",
-                loader.shard_len()
+                self.data.train.len()
             )));
         }
         let total = if cfg.train.steps > 0 {
@@ -284,20 +349,21 @@ impl<P: Tree> Trainer<P> {
         } else {
             cfg.train.epochs as u64 * per_epoch
         };
-        let ckdir = cfg.checkpoint.dir.clone();
-        let (mut key, mut params) = self.init_params();
-        let mut opt_state = optimizer(&cfg.optimizer, cfg.optimizer.lr).init(&params);
+        let (mut key, mut st) = self.init_state()?;
         let mut loader_state: LoaderState = loader.initial_state();
         let mut step = 0u64;
         let warn = |m: String| eprintln!("{m}");
+        let ckdir = cfg.checkpoint.dir.clone();
         let resumed = match &opts.resume {
             Resume::No => None,
             Resume::Auto => checkpoint::latest_valid(&ckdir, warn),
             Resume::Path(p) => Some((p.clone(), checkpoint::load(p)?)),
         };
         if let Some((path, ck)) = &resumed {
-            params = checkpoint::restore_tree(path, "params", &params, &ck.tensors)?;
-            opt_state = checkpoint::restore_tree(path, "opt_state", &opt_state, &ck.tensors)?;
+            let t = &ck.tensors;
+            st.params = checkpoint::restore_tree(path, "params", &st.params, t)?;
+            st.model_state = checkpoint::restore_tree(path, "model_state", &st.model_state, t)?;
+            st.opt_state = checkpoint::restore_tree(path, "opt_state", &st.opt_state, t)?;
             loader_state = LoaderState::from_json(&ck.meta.loader_state).map_err(|e| {
                 TrainError::Checkpoint {
                     file: path.display().to_string(),
@@ -336,22 +402,50 @@ impl<P: Tree> Trainer<P> {
         );
         pb.set_position(step);
 
+        let lm = self.data.task.is_language();
+        let unit = if lm { "tokens/s" } else { "samples/s" };
+        let train = train_step::<M>(optimizer(&cfg.optimizer));
+        let eval = eval_step::<M>();
+        let mut saver = Saver {
+            dir: ckdir,
+            keep: cfg.checkpoint.keep as usize,
+            background: cfg.checkpoint.async_save,
+            pending: None,
+            last: None,
+        };
         let start_step = step;
         let mut last_loss = f32::NAN;
-        let mut last_ckpt = None;
-        let (mut eval_loss, mut eval_acc) = (f64::NAN, f64::NAN);
+        let mut ev = EvalMetrics { loss: f64::NAN, acc: f64::NAN };
         let stop = opts.stop_at_step.unwrap_or(u64::MAX).min(total);
-        while step < stop {
-            let st = Instant::now();
+        let interrupted = || opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+        let (mut seen, mut train_secs) = (0usize, 0.0f64);
+        let mut state = Some(st);
+        while step < stop && !interrupted() {
+            let t_step = Instant::now();
             let batch = match it.next() {
                 Some(b) => b?,
                 None => break,
             };
             let epoch = batch.epoch();
-            let (x, y) = batch_arrays(batch)?;
+            let (x, y) = batch_arrays(&self.data.task, batch)?;
+            let items = if lm { y.size() } else { y.shape()[0] };
             let lr = cfg.optimizer.schedule.lr_at(cfg.optimizer.lr, step, total);
-            let opt = optimizer(&cfg.optimizer, lr);
-            let (p2, s2, m) = train_step(&*self.forward, &opt, &params, opt_state, &x, &y);
+            let step_key = kiln::random::fold_in(&key, step as u32);
+            let TrainState { params, model_state, opt_state } =
+                state.take().expect("state is put back every step");
+            let (params, model_state, opt_state, (loss, correct, norm)) = train.call_donated((
+                params,
+                model_state,
+                opt_state,
+                (x, y),
+                (Array::scalar_of(lr, DType::F32), step_key),
+            ));
+            state = Some(TrainState { params, model_state, opt_state });
+            let m = StepMetrics {
+                loss: loss.item::<f32>(),
+                acc: correct.item::<f32>() / items.max(1) as f32,
+                grad_norm: norm.item::<f32>() as f64,
+            };
             if !m.loss.is_finite() {
                 return Err(TrainError::Numeric(format!(
                     "loss became {} at step {}; try a lower optimizer.lr",
@@ -359,24 +453,28 @@ impl<P: Tree> Trainer<P> {
                     step + 1
                 )));
             }
-            params = p2;
-            opt_state = s2;
             step += 1;
             last_loss = m.loss;
-            let dt = st.elapsed().as_secs_f64();
-            let sps = bs as f64 / dt.max(1e-9);
+            let dt = t_step.elapsed().as_secs_f64();
+            if step > start_step + 1 {
+                // The first step of a run includes compilation.
+                seen += items;
+                train_secs += dt;
+            }
+            let rate = items as f64 / dt.max(1e-9);
             pb.set_position(step);
-            pb.set_message(format!("epoch {} loss {:.4} {:.0} samples/s", epoch + 1, m.loss, sps));
+            pb.set_message(format!("epoch {} loss {:.4} {rate:.0} {unit}", epoch + 1, m.loss));
             if step.is_multiple_of(cfg.train.log_every as u64) || step == total {
                 json_line(
                     &mut mfile,
                     &mpath,
                     serde_json::json!({
                         "kind": "train", "step": step, "epoch": epoch, "loss": m.loss, "acc": m.acc,
-                        "lr": lr, "grad_norm": m.grad_norm, "step_time_ms": dt * 1e3, "samples_per_sec": sps,
+                        "lr": lr, "grad_norm": m.grad_norm, "step_time_ms": dt * 1e3, unit.replace("/s", "_per_sec"): rate,
                     }),
                 )?;
             }
+            let st = state.as_ref().expect("state was just put back");
             let epoch_end = step.is_multiple_of(per_epoch);
             let do_eval = if cfg.train.eval_every > 0 {
                 step.is_multiple_of(cfg.train.eval_every as u64)
@@ -384,51 +482,99 @@ impl<P: Tree> Trainer<P> {
                 epoch_end
             };
             if do_eval || step == total {
-                let (l, a) = self.evaluate_on(&params, test.clone())?;
-                eval_loss = l;
-                eval_acc = a;
-                json_line(
-                    &mut mfile,
-                    &mpath,
-                    serde_json::json!({"kind": "eval", "step": step, "epoch": epoch, "eval_loss": l, "eval_acc": a}),
-                )?;
-                pb.println(format!(
-                    "step {step} epoch {}: eval loss {l:.4} acc {:.2}%",
-                    epoch + 1,
-                    a * 100.0
-                ));
+                ev = self.evaluate_with(&eval, &st.params, &st.model_state)?;
+                let mut rec = serde_json::json!({"kind": "eval", "step": step, "epoch": epoch, "eval_loss": ev.loss, "eval_acc": ev.acc});
+                let line = if lm {
+                    rec["eval_bpc"] = (ev.loss / std::f64::consts::LN_2).into();
+                    format!(
+                        "step {step}: val loss {:.4} nats/char ({:.3} bits/char)",
+                        ev.loss,
+                        ev.loss / std::f64::consts::LN_2
+                    )
+                } else {
+                    format!(
+                        "step {step} epoch {}: eval loss {:.4} acc {:.2}%",
+                        epoch + 1,
+                        ev.loss,
+                        ev.acc * 100.0
+                    )
+                };
+                json_line(&mut mfile, &mpath, rec)?;
+                pb.println(line);
             }
             let do_ckpt = if cfg.checkpoint.every > 0 {
                 step.is_multiple_of(cfg.checkpoint.every as u64)
             } else {
                 epoch_end
             };
-            if do_ckpt || step == total {
-                let mut tensors = checkpoint::named_leaves("params", &params);
-                tensors.extend(checkpoint::named_leaves("opt_state", &opt_state));
-                let meta = CheckpointMeta {
-                    step,
-                    config: cfg.to_toml(),
-                    rng_key: key.to_vec::<u32>(),
-                    loader_state: it.state().to_json(),
-                    kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-                    checksum: String::new(),
-                };
-                last_ckpt = Some(checkpoint::save(&ckdir, tensors, meta)?);
-                checkpoint::prune(&ckdir, cfg.checkpoint.keep as usize)?;
+            if do_ckpt || step == total || interrupted() {
+                saver.save(self.tensors(st), self.meta(step, &key, &it.state()))?;
             }
         }
+        let st = state.expect("state is put back every step");
+        saver.wait()?;
         mfile.sync_all().map_err(|e| TrainError::io(&mpath, e))?;
         pb.finish_and_clear();
+        let sample = match &self.data.task {
+            Task::Language { vocab, .. } if cfg.sample.tokens > 0 && !interrupted() => {
+                Some(self.sample_text(
+                    &st.params,
+                    vocab,
+                    &cfg.sample.prompt,
+                    cfg.sample.tokens as usize,
+                )?)
+            }
+            _ => None,
+        };
         Ok(Summary {
             steps: step,
             start_step,
+            interrupted: interrupted(),
             train_loss: last_loss,
-            eval_loss,
-            eval_acc,
+            eval_loss: ev.loss,
+            eval_acc: ev.acc,
             wall_secs: t0.elapsed().as_secs_f64(),
-            checkpoint: last_ckpt,
+            throughput: seen as f64 / train_secs.max(1e-9),
+            checkpoint: saver.last,
             metrics: mpath,
+            sample,
         })
+    }
+
+    fn tensors(&self, st: &TrainState<M>) -> Vec<(String, Array)> {
+        let mut t = checkpoint::named_leaves("params", &st.params);
+        t.extend(checkpoint::named_leaves("model_state", &st.model_state));
+        t.extend(checkpoint::named_leaves("opt_state", &st.opt_state));
+        t
+    }
+
+    /// Text generated by a language model from `prompt` with `[sample]`'s temperature and
+    /// seed (an error for other tasks or prompts with characters outside the vocabulary).
+    pub fn sample_text(
+        &self,
+        params: &M,
+        vocab: &kiln_data::Vocab,
+        prompt: &str,
+        tokens: usize,
+    ) -> Result<String, TrainError> {
+        let ids: Vec<i32> = vocab
+            .encode(prompt)
+            .map_err(|e| TrainError::Data(format!("sample.prompt: {e}")))?
+            .into_iter()
+            .map(|t| t as i32)
+            .collect();
+        if ids.is_empty() {
+            return Err(TrainError::Data("sample.prompt: must not be empty".into()));
+        }
+        let s = &self.config.sample;
+        let key = kiln::random::key(s.seed);
+        let out = params.generate(&ids, tokens, s.temperature, &key).ok_or_else(|| {
+            TrainError::Data(
+                "sampling needs a language model (model.name = \"transformer\")".into(),
+            )
+        })?;
+        let out: Vec<u32> = out.into_iter().map(|t| t as u32).collect();
+        let text = vocab.decode(&out).map_err(|e| TrainError::Data(format!("sample: {e}")))?;
+        Ok(format!("{prompt}{text}"))
     }
 }

@@ -62,6 +62,55 @@ jsonl = "{dir}/metrics.jsonl"
     p
 }
 
+fn text_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/text")
+}
+
+/// A tiny character transformer: 1 block, width 16, context 16, 8 steps.
+fn tiny_lm_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+name = "transformer"
+layers = 1
+d_model = 16
+heads = 2
+context = 16
+dropout = 0.1
+
+[data]
+name = "tinyshakespeare"
+path = "{data}"
+batch_size = 4
+eval_batch_size = 8
+eval_subset = 16
+workers = 0
+
+[train]
+steps = 8
+log_every = 1
+eval_every = 4
+
+[checkpoint]
+dir = "{dir}/ckpt"
+every = 4
+keep = 0
+
+[logging]
+jsonl = "{dir}/metrics.jsonl"
+
+[sample]
+prompt = "ROMEO:"
+tokens = 20
+"#,
+        data = text_path().display(),
+        dir = dir.display()
+    );
+    let p = dir.join("lm.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
     if !out.status.success() && out.status.code() != Some(2) {
@@ -195,7 +244,10 @@ fn bad_configs_give_one_line_and_exit_2() {
     let c = tiny_config(&d);
     let cases: &[(&str, &[&str])] = &[
         ("data.path=\"/no/such/dir\"", &["data.path", "/no/such/dir"]),
-        ("model.name=\"transformer\"", &["model.name", "transformer"]),
+        ("model.name=\"transformer\"", &["model.name", "transformer", "mnist"]),
+        ("data.name=\"cifar\"", &["data.name", "cifar"]),
+        ("model.channels=[8, 0]", &["model.channels[1]", "positive"]),
+        ("model.init_from=\"/no/such.safetensors\"", &["/no/such.safetensors"]),
         ("data.batch_size=\"big\"", &["data.batch_size", "invalid type"]),
         ("data.batch_size=-4", &["data.batch_size", "positive"]),
         ("data.batchsize=4", &["data", "batchsize", "did you mean `batch_size`"]),
@@ -223,6 +275,192 @@ fn bad_configs_give_one_line_and_exit_2() {
 
     let out = ok(bin().args(["validate", "--set", "data.train_subset=100"]).arg(&c));
     assert!(out.contains("ok") && out.contains("100 train"), "{out}");
+}
+
+#[test]
+fn cnn_and_resnet_train_resume_and_checkpoint_their_state() {
+    let d = tmpdir("cnn");
+    let c = tiny_config(&d);
+    // CNN: a few steps, loss goes down from ln(10).
+    let out = ok(bin()
+        .args(["run", "--json", "--set", "model.name=\"cnn\"", "--set", "model.channels=[4, 8]"])
+        .args(["--set", "model.dense=16"])
+        .arg(&c));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["steps"], 12);
+    assert!(v["eval_loss"].as_f64().unwrap() < 2.3, "{v}");
+    let text = ok(bin().arg("inspect").arg(d.join("ckpt/ckpt-00000012.safetensors")));
+    assert!(text.contains("params.convs.1.kernel") && text.contains("params.head.bias"), "{text}");
+
+    // ResNet with BatchNorm: the running statistics are checkpointed and restored, so an
+    // interrupted and resumed run gives the same losses as an uninterrupted one.
+    let a = tmpdir("resnet-a");
+    let b = tmpdir("resnet-b");
+    let set = ["--set", "model.name=\"resnet\"", "--set", "model.widths=[4, 8]"];
+    ok(bin().args(["run", "--quiet"]).args(set).arg(tiny_config(&a)));
+    let cb = tiny_config(&b);
+    ok(bin().args(["run", "--quiet", "--stop-at-step", "6"]).args(set).arg(&cb));
+    ok(bin().args(["run", "--quiet", "--resume", "auto"]).args(set).arg(&cb));
+    let full = train_losses(&a.join("metrics.jsonl"));
+    assert_eq!(full.len(), 12);
+    assert_eq!(full, train_losses(&b.join("metrics.jsonl")), "resnet losses differ after resume");
+    let text = ok(bin().arg("inspect").arg(b.join("ckpt/ckpt-00000012.safetensors")));
+    for want in ["model_state.stem_bn.mean", "model_state.blocks.1.0.var", "params.blocks.1.proj"] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    // The eval statistics moved away from their initial values (mean 0).
+    let out = ok(bin()
+        .args(["eval", "--json"])
+        .args(set)
+        .arg(&cb)
+        .arg("--checkpoint")
+        .arg(b.join("ckpt/ckpt-00000012.safetensors")));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["eval_loss"].as_f64().unwrap().is_finite(), "{v}");
+}
+
+#[test]
+fn transformer_trains_samples_and_resumes() {
+    let a = tmpdir("lm-a");
+    let ca = tiny_lm_config(&a);
+    let out = ok(bin().arg("run").arg(&ca));
+    assert!(out.contains("validation loss") && out.contains("bits/char"), "{out}");
+    assert!(out.contains("sample:\nROMEO:"), "{out}");
+    let full = train_losses(&a.join("metrics.jsonl"));
+    assert_eq!(full.len(), 8);
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "eval")
+        .collect();
+    assert_eq!(evals.len(), 2);
+    assert!(evals[0]["eval_bpc"].as_f64().unwrap() > 0.0);
+
+    // Dropout keys come from the step, so resume is exact for the language model too.
+    let b = tmpdir("lm-b");
+    let cb = tiny_lm_config(&b);
+    ok(bin().args(["run", "--quiet", "--stop-at-step", "5"]).arg(&cb));
+    ok(bin().args(["run", "--quiet", "--resume", "auto"]).arg(&cb));
+    assert_eq!(full, train_losses(&b.join("metrics.jsonl")), "LM losses differ after resume");
+
+    // `sample`: the config comes from the checkpoint; same seed, same text.
+    let ck = a.join("ckpt/ckpt-00000008.safetensors");
+    let s1 = ok(bin().arg("sample").arg(&ck).args(["--prompt", "JULIET:", "--tokens", "30"]));
+    let s2 = ok(bin().arg("sample").arg(&ck).args(["--prompt", "JULIET:", "--tokens", "30"]));
+    assert_eq!(s1, s2);
+    assert!(s1.starts_with("JULIET:") && s1.trim_end().chars().count() >= 7 + 20, "{s1}");
+    let greedy = ok(bin().arg("sample").arg(&ck).args(["--temperature", "0", "--tokens", "5"]));
+    assert!(greedy.starts_with("ROMEO:"), "{greedy}");
+    // A prompt character outside the vocabulary, and sampling from an image model.
+    let err = fails(bin().arg("sample").arg(&ck).args(["--prompt", "\u{00e9}"]));
+    assert!(err.contains("sample.prompt"), "{err}");
+    let m = tmpdir("lm-mlp");
+    ok(bin().args(["run", "--quiet", "--set", "train.steps=1"]).arg(tiny_config(&m)));
+    let err = fails(bin().arg("sample").arg(m.join("ckpt/ckpt-00000001.safetensors")));
+    assert!(err.contains("language model"), "{err}");
+}
+
+#[test]
+fn init_from_loads_kiln_and_foreign_safetensors() {
+    let d = tmpdir("init-from");
+    let c = tiny_config(&d);
+    ok(bin().args(["run", "--quiet", "--set", "train.steps=4"]).arg(&c));
+    let ck = d.join("ckpt/ckpt-00000004.safetensors");
+    let want: serde_json::Value = serde_json::from_str(
+        ok(bin().args(["eval", "--json"]).arg(&c).arg("--checkpoint").arg(&ck)).trim(),
+    )
+    .unwrap();
+    // Names without the `params.` prefix, as PyTorch or JAX would write them.
+    let bytes = std::fs::read(&ck).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let foreign: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(n, v)| n.strip_prefix("params.").map(|n| (n.to_string(), v)))
+        .collect();
+    let fpath = d.join("foreign.safetensors");
+    std::fs::write(&fpath, safetensors::serialize(foreign, None).unwrap()).unwrap();
+    for init in [&ck, &fpath] {
+        let e = tmpdir("init-from-run");
+        // A learning rate so small the parameters do not move: the first evaluation is the
+        // loaded model's.
+        let set = format!("model.init_from=\"{}\"", init.display());
+        let out = ok(bin()
+            .args(["run", "--json", "--set", &set, "--set", "optimizer.lr=1e-30"])
+            .args(["--set", "train.steps=1", "--set", "train.eval_every=1"])
+            .args(["--set", &format!("checkpoint.dir=\"{}\"", e.join("ck").display())])
+            .args(["--set", &format!("logging.jsonl=\"{}\"", e.join("m.jsonl").display())])
+            .arg(&c));
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(got["eval_loss"], want["eval_loss"], "init_from {}", init.display());
+    }
+    // A file of another model shape: one line naming the tensor, exit 2.
+    let err = fails(
+        bin()
+            .args(["run", "--set", &format!("model.init_from=\"{}\"", ck.display())])
+            .args(["--set", "model.hidden=[8]"])
+            .arg(&c),
+    );
+    assert!(err.contains("params.layers.0.weight") && err.contains("[784, 16]"), "{err}");
+}
+
+#[test]
+fn resume_from_another_model_shape_fails_without_touching_files() {
+    let d = tmpdir("wrong-resume");
+    let c = tiny_config(&d);
+    ok(bin().args(["run", "--quiet", "--set", "train.steps=4"]).arg(&c));
+    let metrics = std::fs::read(d.join("metrics.jsonl")).unwrap();
+    let ck = d.join("ckpt/ckpt-00000004.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    let err = fails(bin().args(["run", "--set", "model.hidden=[32]", "--resume"]).arg(&ck).arg(&c));
+    assert!(err.contains("different model"), "{err}");
+    assert_eq!(std::fs::read(d.join("metrics.jsonl")).unwrap(), metrics);
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    assert_eq!(std::fs::read_dir(d.join("ckpt")).unwrap().count(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_saves_a_checkpoint_and_resume_continues() {
+    let d = tmpdir("sigint");
+    let c = tiny_config(&d);
+    let child = bin()
+        .args(["run", "--quiet", "--set", "train.steps=100000", "--set", "checkpoint.every=100000"])
+        .arg(&c)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way.
+    let metrics = d.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while train_losses_or_empty(&metrics).len() < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let cks: Vec<_> =
+        std::fs::read_dir(d.join("ckpt")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(cks.len(), 1, "{cks:?}");
+    let step: u64 = train_losses(&metrics).last().unwrap().0;
+    assert!(cks[0].to_string_lossy().contains(&format!("ckpt-{step:08}")), "{cks:?} vs {step}");
+    ok(bin()
+        .args(["run", "--quiet", "--resume", "auto", "--set"])
+        .arg(format!("train.steps={}", step + 2))
+        .arg(&c));
+    assert_eq!(train_losses(&metrics).last().unwrap().0, step + 2);
+}
+
+fn train_losses_or_empty(metrics: &Path) -> Vec<String> {
+    std::fs::read_to_string(metrics)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"train\""))
+        .map(String::from)
+        .collect()
 }
 
 #[test]

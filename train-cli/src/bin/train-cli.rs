@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use kiln_train::{Resume, RunOptions, TrainError, builtin_trainer, checkpoint, config};
+use kiln_train::{Builtin, Resume, RunOptions, TrainError, checkpoint, config};
 
 #[derive(Parser)]
 #[command(name = "train-cli", version, about = "Config-driven trainer for kiln")]
@@ -66,6 +68,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text from a language-model checkpoint (the config is read from it).
+    Sample {
+        /// The checkpoint file.
+        checkpoint: PathBuf,
+        /// The prompt (default: `[sample] prompt` of the checkpoint's config).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Tokens to generate (default: `[sample] tokens`).
+        #[arg(long)]
+        tokens: Option<usize>,
+        /// Softmax temperature, 0 = greedy (default: `[sample] temperature`).
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Sampling seed (default: `[sample] seed`).
+        #[arg(long)]
+        seed: Option<i64>,
+        /// Override a value of the stored config, e.g. `data.path=...` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Plot a metrics JSONL file to a PNG (loss left, accuracy right; blue train, red eval).
     Plot {
         /// The metrics file.
@@ -99,39 +121,74 @@ fn run(cli: Cli) -> Result<()> {
                 Some("auto") => Resume::Auto,
                 Some(p) => Resume::Path(PathBuf::from(p)),
             };
-            let trainer = builtin_trainer(cfg);
-            let s = trainer.run(&RunOptions { resume, quiet, json, stop_at_step })?;
+            let trainer = Builtin::new(cfg)?;
+            let interrupt = Arc::new(AtomicBool::new(false));
+            let flag = interrupt.clone();
+            // A second signal while the final checkpoint is written kills the process.
+            ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+            })?;
+            let opts = RunOptions { resume, quiet, json, stop_at_step, interrupt: Some(interrupt) };
+            let s = trainer.run(&opts)?;
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else if !quiet {
+                let lm = trainer.data().task.is_language();
+                if s.interrupted {
+                    println!("interrupted at step {}; resume with --resume auto", s.steps);
+                }
+                let unit = if lm { "tokens/s" } else { "samples/s" };
                 println!(
-                    "done: {} steps ({} this run) in {:.1}s; train loss {:.4}; test loss {:.4}, test accuracy {:.2}%",
+                    "done: {} steps ({} this run) in {:.1}s ({:.0} {unit}); train loss {:.4}",
                     s.steps,
                     s.steps - s.start_step,
                     s.wall_secs,
+                    s.throughput,
                     s.train_loss,
-                    s.eval_loss,
-                    s.eval_acc * 100.0
                 );
+                if lm {
+                    println!(
+                        "validation loss {:.4} nats/char ({:.3} bits/char, perplexity {:.2}), accuracy {:.2}%",
+                        s.eval_loss,
+                        s.eval_loss / std::f64::consts::LN_2,
+                        s.eval_loss.exp(),
+                        s.eval_acc * 100.0
+                    );
+                } else {
+                    println!(
+                        "test loss {:.4}, test accuracy {:.2}%",
+                        s.eval_loss,
+                        s.eval_acc * 100.0
+                    );
+                }
                 if let Some(c) = &s.checkpoint {
                     println!("checkpoint: {}", c.display());
                 }
                 println!("metrics: {}", s.metrics.display());
+                if let Some(text) = &s.sample {
+                    println!("sample:\n{text}");
+                }
+            }
+            if s.interrupted {
+                // The conventional status of a process stopped by SIGINT.
+                std::process::exit(130);
             }
         }
         Cmd::Validate { config, set } => {
             let cfg = config::load(&config, &set)?;
-            let train = kiln_train::trainer::open_data(&cfg, kiln_data::Split::Train)?;
-            let test = kiln_train::trainer::open_data(&cfg, kiln_data::Split::Test)?;
-            use kiln_data::Dataset;
+            let b = Builtin::new(cfg)?;
+            let d = b.data();
             println!(
-                "{}: ok (model {} hidden {:?}; {} train / {} test examples)",
+                "{}: ok (model {}, data {}: {} train / {} test examples)",
                 config.display(),
-                cfg.model.name,
-                cfg.model.hidden,
-                train.len(),
-                test.len()
+                b.config().model.name,
+                b.config().data.name,
+                d.train.len(),
+                d.test.len()
             );
+            print!("{}", b.summary()?);
         }
         Cmd::Inspect { checkpoint: path, json } => {
             let ck = checkpoint::load(&path)?;
@@ -159,21 +216,34 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Eval { config, checkpoint: path, set, json } => {
             let cfg = config::load(&config, &set)?;
-            let trainer = builtin_trainer(cfg);
-            let (params, meta) = trainer.load_params(&path)?;
-            let (loss, acc) = trainer.evaluate(&params)?;
+            let step = checkpoint::load(&path)?.meta.step;
+            let m = Builtin::new(cfg)?.evaluate_checkpoint(&path)?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"step": meta.step, "eval_loss": loss, "eval_acc": acc})
+                    serde_json::json!({"step": step, "eval_loss": m.loss, "eval_acc": m.acc})
                 );
             } else {
                 println!(
-                    "step {}: test loss {loss:.4}, test accuracy {:.2}%",
-                    meta.step,
-                    acc * 100.0
+                    "step {step}: test loss {:.4}, test accuracy {:.2}%",
+                    m.loss,
+                    m.acc * 100.0
                 );
             }
+        }
+        Cmd::Sample { checkpoint: path, prompt, tokens, temperature, seed, set } => {
+            let meta = checkpoint::load(&path)?.meta;
+            let mut cfg = config::from_str(&meta.config, &path.display().to_string(), &set)?;
+            if let Some(t) = temperature {
+                cfg.sample.temperature = t;
+            }
+            if let Some(s) = seed {
+                cfg.sample.seed = s;
+            }
+            let prompt = prompt.unwrap_or_else(|| cfg.sample.prompt.clone());
+            let tokens = tokens.unwrap_or(cfg.sample.tokens as usize);
+            let text = Builtin::new(cfg)?.sample_checkpoint(&path, &prompt, tokens)?;
+            println!("{text}");
         }
         Cmd::Plot { metrics, out } => plot(&metrics, &out)?,
     }
