@@ -67,7 +67,7 @@ fn scalarize<Y: Tree>(y: &Y) -> Array {
         let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37 + 0.1).sin()).collect();
         let w = Array::from_f64_vec(&w, leaf.shape(), leaf.dtype());
         let term = (leaf * &w).sum() + (leaf * leaf).sum() * 0.25;
-        total = total + term.astype(DType::F64);
+        total += term.astype(DType::F64);
     }
     total
 }
