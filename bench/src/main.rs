@@ -255,12 +255,7 @@ type Step<S> = Jit<(S, (Array, Array)), (S, Array)>;
 
 /// Times a jitted train step `(state, batch) -> (state, loss)` run with donated state:
 /// reports steady ms/step and the compile time (first call minus a steady step).
-fn time_step<S: Tree>(
-    name: &str,
-    step: &Step<S>,
-    state: S,
-    batch: (Array, Array),
-) {
+fn time_step<S: Tree>(name: &str, step: &Step<S>, state: S, batch: (Array, Array)) {
     let t0 = Instant::now();
     let (s, l0) = step.call_donated((state, batch.clone()));
     black_box(l0.item::<f32>());
