@@ -3,7 +3,10 @@
 prints the figures side by side with kiln/JAX ratios. JAX runs eager (no jit) for every
 workload; where a workload also has a jitted JAX variant, it gets a second row.
 
-Usage: python3 bench/compare.py [workload-substring]
+Rows listed in TWINS (kiln-nn/kiln-optim versions of a hand-written kiln workload) compare
+with the JAX program of the workload they re-implement and with the hand-written kiln row.
+
+Usage: python3 bench/compare.py [workload-substring]  (e.g. `mlp_step` for both MLP steps)
 Needs: `pip install jax==0.10.2` (CPU). Builds kiln-bench in release mode first.
 """
 import json
@@ -199,21 +202,49 @@ def kiln_results():
     return out
 
 
+# kiln workloads without a JAX program of their own: they compare with the JAX row of the
+# workload they re-implement, and also with that kiln row (printed as "vs kiln <row>").
+# nn_mlp_step is mlp_step written with kiln-nn (Mlp) and kiln-optim (adam): the library
+# version must cost no more than the hand-written one.
+TWINS = {
+    "nn_mlp_step_784-512-512-10_b128_adam [jit]": "mlp_step_784-512-512-10_b128_adam [jit]",
+}
+
+
+def twin_of(name):
+    """The workload `name` re-implements (its " compile" row maps to the twin's), or None."""
+    for ours, theirs in TWINS.items():
+        if name == ours:
+            return theirs
+        if name == ours + " compile":
+            return theirs + " compile"
+    return None
+
+
 def main():
     k = kiln_results()
     j = jax_results()
     higher_is_better = {"GB/s", "GFLOP/s", "ex/s"}
-    w = 43
+    w = 45
+
+    def ratio(metric, ours, theirs):
+        return ours / theirs if metric in higher_is_better else theirs / ours
+
     print(f"{'workload':{w}} {'metric':8} {'kiln':>10} {'JAX':>10} {'kiln vs JAX':>12}")
     for name, (metric, kv) in k.items():
+        twin = twin_of(name)
         # The eager JAX figure, then any variant (e.g. "name [jit]") of the same workload;
         # kiln rows marked [jit] compare with JAX's [jit] row of the same name.
         variants = [] if "[jit]" in name else sorted(n for n in j if n.startswith(name + " ["))
         for jname in [name] + variants:
-            jv = j.get(jname, (metric, float("nan")))[1]
-            speedup = kv / jv if metric in higher_is_better else jv / kv
+            jv = j.get(twin or jname, (metric, float("nan")))[1]
             label = name if jname == name else "  vs JAX " + jname[len(name) + 1:]
-            print(f"{label:{w}} {metric:8} {kv:10.3f} {jv:10.3f} {speedup:11.2f}x")
+            print(f"{label:{w}} {metric:8} {kv:10.3f} {jv:10.3f} {ratio(metric, kv, jv):11.2f}x")
+        if twin is not None:
+            hv = k.get(twin, (metric, float("nan")))[1]
+            label = "  vs kiln hand-written"
+            print(f"{label:{w}} {metric:8} {kv:10.3f} {hv:10.3f} {ratio(metric, kv, hv):11.2f}x"
+                  "  (2nd figure: kiln's hand-written step, not JAX)")
     print("(kiln vs JAX > 1 means kiln is faster; rows marked [jit] are compiled in both, "
           "the others eager in both unless the JAX variant is marked [jit]; same machine, "
           "same run)")

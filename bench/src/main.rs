@@ -6,7 +6,9 @@
 use kiln::jit::Jit;
 use kiln::lax::{self, ConvParams};
 use kiln::prim::WindowKind;
-use kiln::{Array, Axes, DType, grad, one_hot, random, tree, value_and_grad, vmap_with};
+use kiln::{Array, Axes, DType, Tree, grad, one_hot, random, tree, value_and_grad, vmap_with};
+use kiln_nn::{Activation, Mlp, loss as nn_loss};
+use kiln_optim::{Transform, apply_updates};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -165,6 +167,26 @@ fn main() {
         };
         step_bench("mlp_step_784-512-512-10_b128_adam [jit]", params, (x, y), loss);
     }
+    if run("nn_mlp_step") {
+        // The mlp_step workload written with kiln-nn and kiln-optim: Mlp, the library's
+        // softmax cross-entropy, optax-style adam and apply_updates. Must cost no more than
+        // the hand-written step (compare.py prints the ratio).
+        let model = Mlp::new(&random::key(50), &[784, 512, 512, 10], Activation::Relu);
+        let x = normal(60, &[128, 784]);
+        let labels = Array::from_vec((0..128).map(|i: i32| i % 10).collect::<Vec<_>>(), [128]);
+        let y = one_hot(&labels, 10, DType::F32);
+        let opt = kiln_optim::adam(1e-3, 0.9, 0.999, 1e-8);
+        let opt_state = opt.init(&model);
+        let state = (model, opt_state); // moved, so the first call can donate its buffers
+        type State = (Mlp, <kiln_optim::Adam as Transform>::State<Mlp>);
+        let step = Jit::new(move |((m, s), (x, y)): &(State, (Array, Array))| {
+            let loss = |m: &Mlp| nn_loss::softmax_cross_entropy(&m.forward(x), y).mean();
+            let (l, g) = value_and_grad(loss)(m);
+            let (updates, s) = opt.update(g, s.clone(), m);
+            ((apply_updates(m, &updates), s), l)
+        });
+        time_step("nn_mlp_step_784-512-512-10_b128_adam [jit]", &step, state, (x, y));
+    }
     if run("cnn_step") {
         let (b, c1, c2) = (64usize, 32usize, 64usize);
         let he = |seed: i64, shape: &[usize], fan_in: usize| {
@@ -202,8 +224,8 @@ fn main() {
 
 type AdamState = (Vec<Array>, Vec<Array>, Vec<Array>, Array);
 
-/// A jitted train step (forward, loss, grad, Adam written with tree maps), run with donated
-/// state: reports steady ms/step and the compile time (first call minus a steady step).
+/// A jitted train step (forward, loss, grad, Adam written with tree maps), timed by
+/// [`time_step`].
 fn step_bench(
     name: &str,
     params: Vec<Array>,
@@ -225,6 +247,15 @@ fn step_bench(
     let zeros = |p: &Vec<Array>| tree::map(p, |a| Array::zeros(a.shape()));
     let (m, v) = (zeros(&params), zeros(&params));
     let state: AdamState = (params, m, v, Array::scalar(0.0f32));
+    time_step(name, &step, state, batch);
+}
+
+/// A jitted train step `(state, (x, y)) -> (state, loss)`.
+type Step<S> = Jit<(S, (Array, Array)), (S, Array)>;
+
+/// Times a jitted train step `(state, batch) -> (state, loss)` run with donated state:
+/// reports steady ms/step and the compile time (first call minus a steady step).
+fn time_step<S: Tree>(name: &str, step: &Step<S>, state: S, batch: (Array, Array)) {
     let t0 = Instant::now();
     let (s, l0) = step.call_donated((state, batch.clone()));
     black_box(l0.item::<f32>());
