@@ -87,6 +87,30 @@ fn fused_broadcasts_rows_and_softmax_match_eager() {
     }
 }
 
+/// Row reductions of every length class (one element, several rows to a tile, exactly a
+/// tile, longer than a tile) over operands broadcast along different axes and a
+/// transposed operand: the strided loads cross row and tile boundaries.
+#[test]
+fn short_and_long_rows_with_strided_operands_match_eager() {
+    for inner in [1usize, 3, 64, 512, 700] {
+        let rows = 401;
+        let x = data(&[rows, inner], 7, DType::F32);
+        let col = data(&[rows, 1], 8, DType::F32);
+        let row = data(&[inner], 9, DType::F32);
+        let xt = data(&[inner, rows], 10, DType::F32);
+        let f = |(x, col, row, xt): &(Array, Array, Array, Array)| {
+            let y = (x * col + row).exp() - xt.transpose(&[1, 0]) * 0.5;
+            (y.sum_axes([1], false), y.max_axes([1], true), y.tanh())
+        };
+        let args = (x, col, row, xt);
+        let (s1, m1, t1) = jit(f)(&args);
+        let (s2, m2, t2) = f(&args);
+        close(&s1, &s2, 1e-5);
+        close(&m1, &m2, 0.0);
+        close(&t1, &t2, 0.0);
+    }
+}
+
 #[test]
 fn selects_comparisons_and_clamps_fuse() {
     let f = |x: &Array| {

@@ -336,8 +336,16 @@ fn run_typed<T: Real>(
         let rows_per = (CHUNK / inner).max(1);
         let groups: Vec<(usize, usize)> =
             (0..outer).step_by(rows_per).map(|r| (r, (r + rows_per).min(outer))).collect();
+        // Rows shorter than a tile are evaluated several to a tile.
+        let per_tile = (TILE / inner).max(1);
         let work = |&(r0, r1): &(usize, usize)| {
             let mut regs = ctx.registers();
+            if inner <= TILE {
+                for r in (r0..r1).step_by(per_tile) {
+                    ctx.rows_tile(&mut regs, r, per_tile.min(r1 - r), inner);
+                }
+                return;
+            }
             for r in r0..r1 {
                 let acc = ctx.segment(&mut regs, r * inner, 0, inner);
                 for (j, &(k, _, _)) in reduces.iter().enumerate() {
@@ -428,22 +436,7 @@ impl<T: Real> Ctx<'_, T> {
             for ins in &self.prog.body {
                 self.exec(ins, regs, off, len);
             }
-            for (k, o) in self.prog.outputs.iter().enumerate() {
-                if let Output::Elementwise { reg, bool_out } = o {
-                    let r = regs.get(*reg, len);
-                    if *bool_out {
-                        let p = self.ptrs[k].1.expect("bool output");
-                        for (i, &v) in r.iter().enumerate() {
-                            // SAFETY: `off + i` is in the domain and written only here.
-                            unsafe { p.0.add(off + i).write(v != T::ZERO) };
-                        }
-                    } else {
-                        let p = self.ptrs[k].0.expect("real output");
-                        // SAFETY: as above; registers never alias output buffers.
-                        unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), p.0.add(off), len) };
-                    }
-                }
-            }
+            self.write_elementwise(regs, off, len);
             for (j, &(_, reg, kind)) in self.reduces.iter().enumerate() {
                 let r = regs.get(reg, len);
                 acc[j] = combine(kind, acc[j], reduce_tile(kind, r));
@@ -451,6 +444,44 @@ impl<T: Real> Ctx<'_, T> {
             pos += len;
         }
         acc
+    }
+
+    /// Writes the elementwise outputs of the tile at `off .. off + len`.
+    fn write_elementwise(&self, regs: &Regs<T>, off: usize, len: usize) {
+        for (k, o) in self.prog.outputs.iter().enumerate() {
+            if let Output::Elementwise { reg, bool_out } = o {
+                let r = regs.get(*reg, len);
+                if *bool_out {
+                    let p = self.ptrs[k].1.expect("bool output");
+                    for (i, &v) in r.iter().enumerate() {
+                        // SAFETY: `off + i` is in the domain and written only here.
+                        unsafe { p.0.add(off + i).write(v != T::ZERO) };
+                    }
+                } else {
+                    let p = self.ptrs[k].0.expect("real output");
+                    // SAFETY: as above; registers never alias output buffers.
+                    unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), p.0.add(off), len) };
+                }
+            }
+        }
+    }
+
+    /// Evaluates the `k` whole rows from row `r0` (`k * inner <= TILE`) as one tile and
+    /// writes their elementwise outputs and each row's reductions.
+    fn rows_tile(&self, regs: &mut Regs<T>, r0: usize, k: usize, inner: usize) {
+        let (off, len) = (r0 * inner, k * inner);
+        for ins in &self.prog.body {
+            self.exec(ins, regs, off, len);
+        }
+        self.write_elementwise(regs, off, len);
+        for &(out, reg, kind) in self.reduces {
+            let r = regs.get(reg, len);
+            let p = self.ptrs[out].0.expect("reductions are real");
+            for (i, row) in r.chunks_exact(inner).enumerate() {
+                // SAFETY: row `r0 + i` < outer is written by exactly one work item.
+                unsafe { p.0.add(r0 + i).write(T::from_f64(reduce_tile(kind, row))) };
+            }
+        }
     }
 
     #[inline]
@@ -506,32 +537,65 @@ impl<T: Real> Ctx<'_, T> {
                 let x = unsafe { src.get(0) };
                 d.fill(x);
             }
-            View::Strided(strides) => {
-                let shape = &self.prog.domain;
-                let nd = shape.len();
-                let mut coord = vec![0usize; nd];
-                let mut rem = off;
-                for k in (0..nd).rev() {
-                    coord[k] = rem % shape[k];
-                    rem /= shape[k];
+            View::Strided(strides) => load_strided(src, &self.prog.domain, strides, d, off),
+        }
+    }
+}
+
+/// Reads domain elements `off .. off + d.len()` of a strided (broadcast or transposed)
+/// view: runs along the last axis are a fill (stride 0), a copy (stride 1) or a strided
+/// gather, and only the run ends step the outer coordinates.
+fn load_strided<T: Real>(src: In<T>, shape: &[usize], strides: &[usize], d: &mut [T], off: usize) {
+    let nd = shape.len();
+    if nd == 0 {
+        // SAFETY: a rank-0 view has one element.
+        d.fill(unsafe { src.get(0) });
+        return;
+    }
+    let mut coord = vec![0usize; nd];
+    let mut rem = off;
+    for k in (0..nd).rev() {
+        coord[k] = rem % shape[k];
+        rem /= shape[k];
+    }
+    let mut idx: usize = coord.iter().zip(strides).map(|(c, s)| c * s).sum();
+    let last = nd - 1;
+    let (n_last, s_last) = (shape[last], strides[last]);
+    let mut i = 0;
+    while i < d.len() {
+        let run = (n_last - coord[last]).min(d.len() - i);
+        let out = &mut d[i..i + run];
+        // SAFETY (all three arms): `idx + j * s_last` for `j < run` stays inside the
+        // operand, since the coordinates stay inside the domain.
+        match (s_last, src) {
+            (0, _) => out.fill(unsafe { src.get(idx) }),
+            (1, In::Real(p)) => {
+                let from = unsafe { std::slice::from_raw_parts(p.add(idx), run) };
+                out.copy_from_slice(from);
+            }
+            _ => {
+                for (j, v) in out.iter_mut().enumerate() {
+                    *v = unsafe { src.get(idx + j * s_last) };
                 }
-                let mut idx: usize = coord.iter().zip(strides).map(|(c, s)| c * s).sum();
-                for v in d.iter_mut() {
-                    // SAFETY: `idx` is a valid index of the broadcast operand.
-                    *v = unsafe { src.get(idx) };
-                    // Advance the odometer.
-                    let mut k = nd;
-                    while k > 0 {
-                        k -= 1;
-                        coord[k] += 1;
-                        idx += strides[k];
-                        if coord[k] < shape[k] {
-                            break;
-                        }
-                        idx -= strides[k] * coord[k];
-                        coord[k] = 0;
-                    }
+            }
+        }
+        i += run;
+        coord[last] += run;
+        idx += run * s_last;
+        if coord[last] == n_last {
+            // Carry into the outer axes (an odometer).
+            idx -= n_last * s_last;
+            coord[last] = 0;
+            let mut k = last;
+            while k > 0 {
+                k -= 1;
+                coord[k] += 1;
+                idx += strides[k];
+                if coord[k] < shape[k] {
+                    break;
                 }
+                idx -= strides[k] * coord[k];
+                coord[k] = 0;
             }
         }
     }
