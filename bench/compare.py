@@ -127,6 +127,47 @@ def jax_results():
             return -(jax.nn.log_softmax(h, -1) * y).sum(1).mean()
 
         step_bench(out, "mlp_step_784-512-512-10_b128_adam [jit]", params, (x, y), loss)
+    if "lm_step" in only or not only:
+        # The GPT of examples/shakespeare-transformer.toml, as kiln-train's Transformer.
+        V, T, D, H, L, B = 65, 64, 128, 4, 4, 32
+        ks = iter(jax.random.split(jax.random.key(7), 64))
+        nrm = lambda shape, s: jax.random.normal(next(ks), shape, jnp.float32) * s
+        params = [nrm((V, D), 0.02), nrm((T, D), 0.02)]
+        for _ in range(L):
+            params += [jnp.ones(D), jnp.zeros(D)]
+            for _ in range(4):
+                params += [nrm((D, D), D ** -0.5), jnp.zeros(D)]
+            params += [jnp.ones(D), jnp.zeros(D)]
+            params += [nrm((D, 4 * D), D ** -0.5), jnp.zeros(4 * D),
+                       nrm((4 * D, D), (4 * D) ** -0.5), jnp.zeros(D)]
+        params += [jnp.ones(D), jnp.zeros(D), nrm((D, V), D ** -0.5), jnp.zeros(V)]
+        x = jnp.asarray((np.arange(B * T) * 7 + 13) % V, jnp.int32).reshape(B, T)
+        y = jnp.asarray((np.arange(B * T) * 7 + 26) % V, jnp.int32).reshape(B, T)
+        mask = jnp.tril(jnp.ones((T, T), bool))
+
+        def ln(h, s, b):
+            m = h.mean(-1, keepdims=True)
+            v = ((h - m) ** 2).mean(-1, keepdims=True)
+            return (h - m) * jax.lax.rsqrt(v + 1e-6) * s + b
+
+        def loss(p, x, y):
+            h = p[0][x] + p[1][:T]
+            i = 2
+            for _ in range(L):
+                a = ln(h, p[i], p[i + 1])
+                q, k, v = (a @ p[i + 2 + 2 * j] + p[i + 3 + 2 * j] for j in range(3))
+                q, k, v = (t.reshape(B, T, H, D // H) for t in (q, k, v))
+                w = jnp.einsum("bqhd,bkhd->bhqk", q / np.sqrt(D // H), k)
+                w = jax.nn.softmax(jnp.where(mask, w, jnp.finfo(jnp.float32).min), -1)
+                o = jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(B, T, D)
+                h = h + o @ p[i + 8] + p[i + 9]
+                m = ln(h, p[i + 10], p[i + 11])
+                h = h + jax.nn.gelu(m @ p[i + 12] + p[i + 13]) @ p[i + 14] + p[i + 15]
+                i += 16
+            logits = ln(h, p[i], p[i + 1]) @ p[i + 2] + p[i + 3]
+            return -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), y[..., None], -1).mean()
+
+        step_bench(out, "lm_step_gpt4x128_ctx64_b32_adam [jit]", params, (x, y), loss)
     if "cnn_step" in only or not only:
         b, c1, c2 = 64, 32, 64
         ks = jax.random.split(jax.random.key(6), 5)

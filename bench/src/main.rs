@@ -9,6 +9,7 @@ use kiln::prim::WindowKind;
 use kiln::{Array, Axes, DType, Tree, grad, one_hot, random, tree, value_and_grad, vmap_with};
 use kiln_nn::{Activation, Mlp, loss as nn_loss};
 use kiln_optim::{Transform, apply_updates};
+use kiln_train::{Model, Transformer, TransformerConfig};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -186,6 +187,35 @@ fn main() {
             ((apply_updates(m, &updates), s), l)
         });
         time_step("nn_mlp_step_784-512-512-10_b128_adam [jit]", &step, state, (x, y));
+    }
+    if run("lm_step") {
+        // The model of examples/shakespeare-transformer.toml (kiln-train's Transformer:
+        // 4 pre-LN blocks of width 128, 4 heads, context 64, vocabulary 65), batch 32, with
+        // kiln-optim's adam; compare.py runs the same GPT written in JAX.
+        let c = TransformerConfig {
+            vocab: 65,
+            context: 64,
+            layers: 4,
+            d_model: 128,
+            heads: 4,
+            dropout: 0.0,
+        };
+        let model = Transformer::new(&random::key(7), c);
+        let tokens = |seed: usize| {
+            let v: Vec<i32> = (0..32 * 64).map(|i| ((i * 7 + seed * 13) % 65) as i32).collect();
+            Array::from_vec(v, [32, 64])
+        };
+        let opt = kiln_optim::adam(1e-3, 0.9, 0.999, 1e-8);
+        let opt_state = opt.init(&model);
+        type State = (Transformer, <kiln_optim::Adam as Transform>::State<Transformer>);
+        let step = Jit::new(move |((m, s), (x, y)): &(State, (Array, Array))| {
+            let loss = |m: &Transformer| m.loss(&m.apply(&(), x, None).0, y);
+            let (l, g) = value_and_grad(loss)(m);
+            let (updates, s) = opt.update(g, s.clone(), m);
+            ((apply_updates(m, &updates), s), l)
+        });
+        let batch = (tokens(1), tokens(2));
+        time_step("lm_step_gpt4x128_ctx64_b32_adam [jit]", &step, (model, opt_state), batch);
     }
     if run("cnn_step") {
         let (b, c1, c2) = (64usize, 32usize, 64usize);

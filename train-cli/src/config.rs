@@ -129,7 +129,9 @@ impl Default for DataConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimizerConfig {
-    /// Optimizer name: `"adam"` (with `weight_decay` > 0 it is AdamW). Default `"adam"`.
+    /// `"adam"`, `"adamw"` (Adam; set `weight_decay`), `"nadam"`, `"amsgrad"`,
+    /// `"adabelief"`, `"lion"` (uses `b1`, `b2`; Optax's `b2` is 0.99) or `"sgd"` (with
+    /// `momentum`, `nesterov`). Default `"adam"`.
     pub name: String,
     /// Peak learning rate. Default 1e-3.
     pub lr: f64,
@@ -139,8 +141,13 @@ pub struct OptimizerConfig {
     pub b2: f64,
     /// Adam epsilon. Default 1e-8.
     pub eps: f64,
-    /// Decoupled weight decay. Default 0.
+    /// Decoupled weight decay, added to the update before the learning rate (AdamW's).
+    /// Default 0.
     pub weight_decay: f64,
+    /// SGD momentum (0 = none). Default 0.
+    pub momentum: f64,
+    /// SGD: Nesterov momentum. Default `false`.
+    pub nesterov: bool,
     /// Clip gradients to this global L2 norm (0 = no clipping). Default 0.
     pub clip_by_global_norm: f64,
     /// `[optimizer.schedule]`.
@@ -156,6 +163,8 @@ impl Default for OptimizerConfig {
             b2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            momentum: 0.0,
+            nesterov: false,
             clip_by_global_norm: 0.0,
             schedule: ScheduleConfig::default(),
         }
@@ -286,7 +295,8 @@ impl Default for SampleConfig {
 pub const MODELS: &[&str] = &["mlp", "cnn", "resnet", "transformer"];
 /// Known data sets.
 pub const DATASETS: &[&str] = &["mnist", "fashion-mnist", "tinyshakespeare"];
-const OPTIMIZERS: &[&str] = &["adam"];
+/// Known optimizers.
+pub const OPTIMIZERS: &[&str] = &["adam", "adamw", "nadam", "amsgrad", "adabelief", "lion", "sgd"];
 const SCHEDULES: &[&str] = &["constant", "cosine", "linear"];
 
 /// Levenshtein edit distance.
@@ -512,6 +522,9 @@ impl Config {
             if !(0.0..1.0).contains(&v) {
                 return Err(format!("{k}: must be in [0, 1), got {v}"));
             }
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(format!("optimizer.momentum: must be in [0, 1), got {}", o.momentum));
         }
         let bad = |v: f64| v.is_nan() || v < 0.0;
         if bad(o.weight_decay) || bad(o.clip_by_global_norm) {

@@ -21,24 +21,45 @@ use crate::data::{Task, TaskData, batch_arrays};
 use crate::error::TrainError;
 use crate::models::Model;
 use kiln_optim::{
-    AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, Transform, add_decayed_weights,
-    clip_by_global_norm, global_norm, scale_by_adam,
+    AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, ScaleByAmsgrad, ScaleByBelief, ScaleByLion,
+    Trace, Transform, add_decayed_weights, clip_by_global_norm, global_norm, scale_by_adam,
+    scale_by_amsgrad, scale_by_belief, scale_by_lion, trace,
 };
 
+/// The update direction of `[optimizer] name`: exactly one part is set (none for plain
+/// SGD). A tuple of optional transforms, so its state is a tree whose unused parts are
+/// empty; it checkpoints under `opt_state.1.<part>...` (`opt_state.1.0.mu...` for Adam).
+pub type Direction = (
+    Option<ScaleByAdam>,
+    Option<ScaleByAmsgrad>,
+    Option<ScaleByBelief>,
+    Option<ScaleByLion>,
+    Option<Trace>,
+);
+
 /// The trainer's optimizer without its learning rate, Optax's `chain(clip_by_global_norm,
-/// scale_by_adam, add_decayed_weights)`; the step multiplies by `-lr` (an input of the
-/// jitted step, so the schedule never retraces). Its state checkpoints under
-/// `opt_state.1.mu...`, `opt_state.1.count`, ....
-pub type Optimizer = (Option<ClipByGlobalNorm>, ScaleByAdam, Option<AddDecayedWeights>);
+/// <direction>, add_decayed_weights)`; the step multiplies by `-lr` (an input of the
+/// jitted step, so the schedule never retraces).
+pub type Optimizer = (Option<ClipByGlobalNorm>, Direction, Option<AddDecayedWeights>);
 
 /// The state of [`Optimizer`] for parameters `P`.
 pub type OptState<P> = <Optimizer as Transform>::State<P>;
 
-/// The [`Optimizer`] of `[optimizer]`.
+/// The [`Optimizer`] of `[optimizer]` (names checked by [`Config::validate`]).
 pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
+    let (b1, b2, eps) = (cfg.b1, cfg.b2, cfg.eps);
+    let mut dir: Direction = (None, None, None, None, None);
+    match cfg.name.as_str() {
+        "adam" | "adamw" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false)),
+        "nadam" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, true)),
+        "amsgrad" => dir.1 = Some(scale_by_amsgrad(b1, b2, eps, 0.0)),
+        "adabelief" => dir.2 = Some(scale_by_belief(b1, b2, eps, 1e-16, false)),
+        "lion" => dir.3 = Some(scale_by_lion(b1, b2)),
+        _ => dir.4 = (cfg.momentum > 0.0).then(|| trace(cfg.momentum, cfg.nesterov)),
+    }
     (
         (cfg.clip_by_global_norm > 0.0).then(|| clip_by_global_norm(cfg.clip_by_global_norm)),
-        scale_by_adam(cfg.b1, cfg.b2, cfg.eps, 0.0, false),
+        dir,
         (cfg.weight_decay != 0.0).then(|| add_decayed_weights(cfg.weight_decay, None)),
     )
 }

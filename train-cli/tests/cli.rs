@@ -212,11 +212,24 @@ fn inspect_and_eval_a_checkpoint() {
         "step: 4",
         "params.layers.0.weight",
         "params.layers.1.bias",
-        "opt_state.1.mu.layers.0.weight",
-        "opt_state.1.count",
+        "opt_state.1.0.mu.layers.0.weight",
+        "opt_state.1.0.count",
         "checksum",
     ] {
         assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    // The checkpoint loads in Python with safetensors + numpy (when they are installed),
+    // checksum included.
+    let py = Command::new("python3").args(["-c", "import safetensors, numpy"]).status();
+    if py.is_ok_and(|s| s.success()) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load_checkpoint.py");
+        let out = ok(Command::new("python3").arg(script).arg(&ck));
+        assert!(
+            out.contains("step 4") && out.contains("checksum") && out.contains("(2, 10)"),
+            "{out}"
+        );
+    } else {
+        eprintln!("python3 with safetensors and numpy not found: skipping the Python load check");
     }
     let json = ok(bin().args(["inspect", "--json"]).arg(&ck));
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
@@ -275,6 +288,38 @@ fn bad_configs_give_one_line_and_exit_2() {
 
     let out = ok(bin().args(["validate", "--set", "data.train_subset=100"]).arg(&c));
     assert!(out.contains("ok") && out.contains("100 train"), "{out}");
+}
+
+#[test]
+fn every_optimizer_name_trains() {
+    let d = tmpdir("optimizers");
+    let c = tiny_config(&d);
+    for (name, extra) in [
+        ("adam", ""),
+        ("adamw", "optimizer.weight_decay=0.01"),
+        ("nadam", ""),
+        ("amsgrad", ""),
+        ("adabelief", ""),
+        ("lion", "optimizer.lr=0.001"),
+        ("sgd", "optimizer.momentum=0.9"),
+        ("sgd", "optimizer.nesterov=true"),
+    ] {
+        let mut cmd = bin();
+        cmd.args(["run", "--json", "--set", &format!("optimizer.name=\"{name}\"")]);
+        cmd.args(["--set", "optimizer.clip_by_global_norm=1.0"]);
+        if !extra.is_empty() {
+            cmd.args(["--set", extra]);
+        }
+        let out = ok(cmd.arg(&c));
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let losses: Vec<f64> =
+            train_losses(&d.join("metrics.jsonl")).iter().map(|l| l.1.parse().unwrap()).collect();
+        let (first, last) = (losses[..3].iter().sum::<f64>(), losses[9..].iter().sum::<f64>());
+        assert!(last < first, "{name} {extra}: losses {losses:?}");
+        assert!(v["eval_loss"].as_f64().unwrap().is_finite(), "{name}: {v}");
+    }
+    let err = fails(bin().args(["validate", "--set", "optimizer.name=\"adma\""]).arg(&c));
+    assert!(err.contains("did you mean `adam`"), "{err}");
 }
 
 #[test]
