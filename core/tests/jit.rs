@@ -99,7 +99,7 @@ fn short_and_long_rows_with_strided_operands_match_eager() {
         let row = data(&[inner], 9, DType::F32);
         let xt = data(&[inner, rows], 10, DType::F32);
         let f = |(x, col, row, xt): &(Array, Array, Array, Array)| {
-            let y = (x * col + row).exp() - xt.transpose(&[1, 0]) * 0.5;
+            let y = (x * col + row).exp() - xt.transpose([1, 0]) * 0.5;
             (y.sum_axes([1], false), y.max_axes([1], true), y.tanh())
         };
         let args = (x, col, row, xt);

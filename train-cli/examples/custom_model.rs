@@ -50,7 +50,7 @@ impl Model for ResidualMlp {
 
     fn apply(&self, _: &(), x: &Array, _train: Option<&Array>) -> (Array, ()) {
         let b = x.shape()[0];
-        let mut h = self.proj.forward(&x.reshape(&[b, 784]));
+        let mut h = self.proj.forward(&x.reshape([b, 784]));
         for (ln, up, down) in &self.blocks {
             h = &h + down.forward(&up.forward(&ln.forward(&h)).relu());
         }

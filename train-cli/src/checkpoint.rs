@@ -28,6 +28,9 @@ pub struct CheckpointMeta {
     pub kiln_version: String,
     /// FNV-1a 64 checksum over tensor names, dtypes, shapes and bytes (hex).
     pub checksum: String,
+    /// The lowest evaluation loss seen up to this step (with `[checkpoint] keep_best`).
+    #[serde(default)]
+    pub best_eval_loss: Option<f64>,
 }
 
 /// A loaded checkpoint: metadata and named tensors.
@@ -170,6 +173,19 @@ pub fn save(
     };
     write().map_err(|e| TrainError::io(&path, e))?;
     Ok(path)
+}
+
+/// Copies checkpoint `from` to `dir/best.safetensors` atomically (temp file, fsync, rename).
+pub fn mark_best(dir: &Path, from: &Path) -> Result<PathBuf, TrainError> {
+    let best = dir.join("best.safetensors");
+    let tmp = dir.join(".best.safetensors.tmp");
+    let copy = || -> std::io::Result<()> {
+        std::fs::copy(from, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &best)
+    };
+    copy().map_err(|e| TrainError::io(&best, e))?;
+    Ok(best)
 }
 
 /// Loads and verifies a checkpoint (format, metadata and checksum).

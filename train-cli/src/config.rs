@@ -243,6 +243,9 @@ pub struct CheckpointConfig {
     /// Write checkpoints on a background thread while training goes on. Default `true`.
     #[serde(rename = "async")]
     pub async_save: bool,
+    /// Also keep `best.safetensors`, the checkpoint with the lowest evaluation loss so far
+    /// (every evaluation that improves on it writes a checkpoint). Default `false`.
+    pub keep_best: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -252,6 +255,7 @@ impl Default for CheckpointConfig {
             every: 0,
             keep: 3,
             async_save: true,
+            keep_best: false,
         }
     }
 }

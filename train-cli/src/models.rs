@@ -55,7 +55,7 @@ pub trait Model: Tree + Clone + Send + Sync + 'static {
 fn flatten_batch(x: &Array) -> Array {
     let b = x.shape()[0];
     let rest: usize = x.shape()[1..].iter().product();
-    x.reshape(&[b, rest])
+    x.reshape([b, rest])
 }
 
 /// The MLP flattens each example (`[B, 28, 28, 1] -> [B, 784]`) and has no state.
@@ -349,9 +349,9 @@ impl Transformer {
         let mask = causal_mask(t);
         for (i, b) in self.blocks.iter().enumerate() {
             let a = b.attn.forward(&b.ln1.forward(&h), Some(&mask));
-            h = h + drop(a, 2 * i + 1);
+            h += drop(a, 2 * i + 1);
             let m = b.proj.forward(&Activation::Gelu.apply(&b.fc.forward(&b.ln2.forward(&h))));
-            h = h + drop(m, 2 * i + 2);
+            h += drop(m, 2 * i + 2);
         }
         self.head.forward(&self.ln_f.forward(&h))
     }
@@ -367,7 +367,7 @@ impl Transformer {
             let x = Array::from_vec(window.to_vec(), [1, window.len()]);
             let logits = self.forward(&x, None);
             let v = logits.shape()[2];
-            let last = logits.slice_axis(1, -1, None, 1).reshape(&[v]);
+            let last = logits.slice_axis(1, -1, None, 1).reshape([v]);
             let next = if temperature <= 0.0 {
                 last.argmax(-1).astype(DType::I32).item::<i32>()
             } else {

@@ -238,15 +238,20 @@ impl Saver {
         Ok(())
     }
 
+    /// Saves a checkpoint (and copies it to `best.safetensors` when `best`).
     fn save(
         &mut self,
         tensors: Vec<(String, Array)>,
         meta: CheckpointMeta,
+        best: bool,
     ) -> Result<(), TrainError> {
         self.wait()?;
         let (dir, keep) = (self.dir.clone(), self.keep);
         let job = move || {
             let p = checkpoint::save(&dir, tensors, meta)?;
+            if best {
+                checkpoint::mark_best(&dir, &p)?;
+            }
             checkpoint::prune(&dir, keep)?;
             Ok(p)
         };
@@ -336,8 +341,9 @@ impl<M: Model> Trainer<M> {
         Ok(EvalMetrics { loss: loss / n, acc: correct / n })
     }
 
-    fn meta(&self, step: u64, key: &Array, loader: &LoaderState) -> CheckpointMeta {
+    fn meta(&self, step: u64, key: &Array, loader: &LoaderState, best: f64) -> CheckpointMeta {
         CheckpointMeta {
+            best_eval_loss: best.is_finite().then_some(best),
             step,
             config: self.config.to_toml(),
             rng_key: key.to_vec::<u32>(),
@@ -373,6 +379,7 @@ impl<M: Model> Trainer<M> {
         let (mut key, mut st) = self.init_state()?;
         let mut loader_state: LoaderState = loader.initial_state();
         let mut step = 0u64;
+        let mut best = f64::INFINITY;
         let warn = |m: String| eprintln!("{m}");
         let ckdir = cfg.checkpoint.dir.clone();
         let resumed = match &opts.resume {
@@ -393,6 +400,7 @@ impl<M: Model> Trainer<M> {
             })?;
             key = Array::from_vec(ck.meta.rng_key.clone(), [ck.meta.rng_key.len()]);
             step = ck.meta.step;
+            best = ck.meta.best_eval_loss.unwrap_or(f64::INFINITY);
         }
         let mut it = loader.iter_from(&loader_state)?;
         if let Some((path, _)) = resumed.as_ref().filter(|_| !opts.quiet) {
@@ -502,8 +510,13 @@ impl<M: Model> Trainer<M> {
             } else {
                 epoch_end
             };
+            let mut improved = false;
             if do_eval || step == total {
                 ev = self.evaluate_with(&eval, &st.params, &st.model_state)?;
+                if cfg.checkpoint.keep_best && ev.loss < best {
+                    best = ev.loss;
+                    improved = true;
+                }
                 let mut rec = serde_json::json!({"kind": "eval", "step": step, "epoch": epoch, "eval_loss": ev.loss, "eval_acc": ev.acc});
                 let line = if lm {
                     rec["eval_bpc"] = (ev.loss / std::f64::consts::LN_2).into();
@@ -528,8 +541,9 @@ impl<M: Model> Trainer<M> {
             } else {
                 epoch_end
             };
-            if do_ckpt || step == total || interrupted() {
-                saver.save(self.tensors(st), self.meta(step, &key, &it.state()))?;
+            if do_ckpt || step == total || interrupted() || improved {
+                let meta = self.meta(step, &key, &it.state(), best);
+                saver.save(self.tensors(st), meta, improved)?;
             }
         }
         let st = state.expect("state is put back every step");

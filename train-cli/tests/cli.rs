@@ -291,6 +291,40 @@ fn bad_configs_give_one_line_and_exit_2() {
 }
 
 #[test]
+fn keep_best_keeps_the_lowest_eval_loss() {
+    let d = tmpdir("best");
+    let c = tiny_config(&d);
+    ok(bin()
+        .args([
+            "run",
+            "--quiet",
+            "--set",
+            "checkpoint.keep_best=true",
+            "--set",
+            "train.eval_every=2",
+        ])
+        .args(["--set", "checkpoint.every=100", "--set", "checkpoint.keep=1"])
+        .arg(&c));
+    let evals: Vec<(u64, f64)> = std::fs::read_to_string(d.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .map(|v| (v["step"].as_u64().unwrap(), v["eval_loss"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(evals.len(), 6);
+    let (best_step, best_loss) = evals.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let json = ok(bin().args(["inspect", "--json"]).arg(d.join("ckpt/best.safetensors")));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["meta"]["step"], best_step);
+    assert!((v["meta"]["best_eval_loss"].as_f64().unwrap() - best_loss).abs() < 1e-12);
+    // keep = 1 pruned the step checkpoints but not best.safetensors.
+    let names: Vec<_> =
+        std::fs::read_dir(d.join("ckpt")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
 fn every_optimizer_name_trains() {
     let d = tmpdir("optimizers");
     let c = tiny_config(&d);
