@@ -105,6 +105,13 @@ pub struct DataConfig {
     pub stride: i64,
     /// Text: fraction of the text used for training; the rest is validation. Default 0.9.
     pub train_fraction: f64,
+    /// Images: augment training images by zero-padding this many pixels on every side and
+    /// cropping back to the original size at a random position (0 = off). Deterministic
+    /// per (seed, epoch, example), so resume stays exact. Default 0.
+    pub random_crop_padding: i64,
+    /// Images: mirror training images left-right with this probability (0 = off).
+    /// Default 0.
+    pub random_flip: f64,
 }
 
 impl Default for DataConfig {
@@ -121,6 +128,8 @@ impl Default for DataConfig {
             eval_subset: 0,
             stride: 1,
             train_fraction: 0.9,
+            random_crop_padding: 0,
+            random_flip: 0.0,
         }
     }
 }
@@ -144,8 +153,15 @@ pub struct OptimizerConfig {
     /// Decoupled weight decay, added to the update before the learning rate (AdamW's).
     /// Default 0.
     pub weight_decay: f64,
+    /// Which parameters weight decay applies to: `"all"` or `"matrices"` (leaves with two
+    /// or more dimensions: kernels and embeddings, not biases or norm scales).
+    /// Default `"all"`.
+    pub weight_decay_mask: String,
     /// SGD momentum (0 = none). Default 0.
     pub momentum: f64,
+    /// Gradient accumulation: average the gradients of this many batches per optimizer
+    /// step (the effective batch is `accumulate * data.batch_size`). Default 1.
+    pub accumulate: i64,
     /// SGD: Nesterov momentum. Default `false`.
     pub nesterov: bool,
     /// Clip gradients to this global L2 norm (0 = no clipping). Default 0.
@@ -163,7 +179,9 @@ impl Default for OptimizerConfig {
             b2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            weight_decay_mask: "all".into(),
             momentum: 0.0,
+            accumulate: 1,
             nesterov: false,
             clip_by_global_norm: 0.0,
             schedule: ScheduleConfig::default(),
@@ -440,6 +458,11 @@ impl Config {
         one_of("data.name", &self.data.name, DATASETS)?;
         one_of("optimizer.name", &self.optimizer.name, OPTIMIZERS)?;
         one_of("optimizer.schedule.name", &self.optimizer.schedule.name, SCHEDULES)?;
+        one_of(
+            "optimizer.weight_decay_mask",
+            &self.optimizer.weight_decay_mask,
+            &["all", "matrices"],
+        )?;
         let positive = |key: &str, v: i64| {
             if v > 0 { Ok(()) } else { Err(format!("{key}: must be positive, got {v}")) }
         };
@@ -484,6 +507,21 @@ impl Config {
             ));
         }
         positive("data.stride", self.data.stride)?;
+        positive("optimizer.accumulate", self.optimizer.accumulate)?;
+        non_negative("data.random_crop_padding", self.data.random_crop_padding)?;
+        if !(0.0..=1.0).contains(&self.data.random_flip) {
+            return Err(format!(
+                "data.random_flip: must be in [0, 1], got {}",
+                self.data.random_flip
+            ));
+        }
+        if text_data && (self.data.random_crop_padding > 0 || self.data.random_flip > 0.0) {
+            return Err(
+                "data.random_crop_padding / data.random_flip: image augmentations do not apply \
+                 to text data"
+                    .into(),
+            );
+        }
         if !(self.data.train_fraction > 0.0 && self.data.train_fraction < 1.0) {
             return Err(format!(
                 "data.train_fraction: must be in (0, 1), got {}",

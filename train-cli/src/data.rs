@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln::Array;
+use kiln_data::transform::{self, DatasetExt};
 use kiln_data::{Dataset, Split, Subset, TokenWindows, Tokenizer, Vocab};
 
 use crate::config::Config;
@@ -97,7 +98,19 @@ pub fn open(config: &Config) -> Result<TaskData, TrainError> {
             let test = open(Split::Test).map_err(|e| data_err(dir, e))?;
             let task =
                 Task::Classify { input: [28, 28, 1], classes: kiln_data::builtin::MNIST_CLASSES };
-            (task, Arc::new(train), Arc::new(test))
+            // Augmentations draw from (seed, epoch, index): deterministic and resumable.
+            let mut train: Arc<dyn Dataset> = Arc::new(train);
+            if d.random_crop_padding > 0 {
+                let pad = d.random_crop_padding as usize;
+                train = Arc::new(
+                    train.map_random(d.seed, transform::random_crop("image", 28, 28, pad)),
+                );
+            }
+            if d.random_flip > 0.0 {
+                let flip = transform::random_flip("image", d.random_flip);
+                train = Arc::new(train.map_random(d.seed.wrapping_add(1), flip));
+            }
+            (task, train, Arc::new(test))
         }
         "tinyshakespeare" => {
             let corpus =

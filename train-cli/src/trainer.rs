@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::tree;
+use kiln::tree::{self, KeyPath};
 use kiln::{Array, DType, Jit};
 use kiln_data::{Dataset, Loader, LoaderConfig, LoaderState};
 use serde::Serialize;
@@ -21,9 +21,9 @@ use crate::data::{Task, TaskData, batch_arrays};
 use crate::error::TrainError;
 use crate::models::Model;
 use kiln_optim::{
-    AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, ScaleByAmsgrad, ScaleByBelief, ScaleByLion,
-    Trace, Transform, add_decayed_weights, clip_by_global_norm, global_norm, scale_by_adam,
-    scale_by_amsgrad, scale_by_belief, scale_by_lion, trace,
+    AddDecayedWeights, ClipByGlobalNorm, Mask, ScaleByAdam, ScaleByAmsgrad, ScaleByBelief,
+    ScaleByLion, Trace, Transform, add_decayed_weights, clip_by_global_norm, global_norm,
+    scale_by_adam, scale_by_amsgrad, scale_by_belief, scale_by_lion, trace,
 };
 
 /// The update direction of `[optimizer] name`: exactly one part is set (none for plain
@@ -60,7 +60,11 @@ pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
     (
         (cfg.clip_by_global_norm > 0.0).then(|| clip_by_global_norm(cfg.clip_by_global_norm)),
         dir,
-        (cfg.weight_decay != 0.0).then(|| add_decayed_weights(cfg.weight_decay, None)),
+        (cfg.weight_decay != 0.0).then(|| {
+            let mask = (cfg.weight_decay_mask == "matrices")
+                .then(|| Mask::new(|_: &KeyPath, leaf: &Array| leaf.ndim() >= 2));
+            add_decayed_weights(cfg.weight_decay, mask)
+        }),
     )
 }
 
@@ -164,13 +168,42 @@ type EvalIn<M> = (M, <M as Model>::State, (Array, Array));
 
 /// The jitted train step: `(params, model_state, opt_state, (x, y), (lr, key)) ->
 /// (params, model_state, opt_state, (loss, correct, grad_norm))`.
-fn train_step<M: Model>(opt: Optimizer) -> Jit<StepIn<M>, StepOut<M>> {
+///
+/// With `accumulate = k > 1`, `x` and `y` hold `k` micro-batches stacked on a new leading
+/// axis: their gradients are averaged (the model state threads through them in order)
+/// before one optimizer update, and the micro-batches' activations are freed one after
+/// the other by the compiled buffer plan.
+fn train_step<M: Model>(opt: Optimizer, accumulate: usize) -> Jit<StepIn<M>, StepOut<M>> {
     Jit::new(move |(params, state, opt_state, (x, y), (lr, key)): &StepIn<M>| {
-        let ((loss, (correct, new_state)), grads) = kiln::value_and_grad_with_aux(|p: &M| {
-            let (logits, st) = p.apply(state, x, Some(key));
-            let st = tree::map(&st, |a| a.stop_gradient());
-            (p.loss(&logits, y), (correct_count(&logits, y).stop_gradient(), st))
-        })(params);
+        let micro = |state: &M::State, x: &Array, y: &Array, key: &Array| {
+            kiln::value_and_grad_with_aux(|p: &M| {
+                let (logits, st) = p.apply(state, x, Some(key));
+                let st = tree::map(&st, |a| a.stop_gradient());
+                (p.loss(&logits, y), (correct_count(&logits, y).stop_gradient(), st))
+            })(params)
+        };
+        let ((loss, (correct, new_state)), grads) = if accumulate == 1 {
+            micro(state, x, y, key)
+        } else {
+            let pick = |a: &Array, i: usize| {
+                let shape = a.shape()[1..].to_vec();
+                a.slice_axis(0, i as isize, i as isize + 1, 1).reshape(shape)
+            };
+            let mut st = state.clone();
+            let mut acc: Option<(Array, Array, M)> = None;
+            for i in 0..accumulate {
+                let k = kiln::random::fold_in(key, i as u32);
+                let ((l, (c, s)), g) = micro(&st, &pick(x, i), &pick(y, i), &k);
+                st = s;
+                acc = Some(match acc {
+                    None => (l, c, g),
+                    Some((l0, c0, g0)) => (l0 + l, c0 + c, tree::zip_map(&g0, &g, |a, b| a + b)),
+                });
+            }
+            let (l, c, g) = acc.expect("accumulate >= 1");
+            let n = accumulate as f64;
+            ((l / n, (c, st)), tree::map(&g, |a| a / n))
+        };
         let norm = global_norm(&grads);
         let (updates, opt_state) = opt.update(grads, opt_state.clone(), params);
         let params = tree::zip_map(params, &updates, |p, u| p - u * lr);
@@ -364,7 +397,9 @@ impl<M: Model> Trainer<M> {
             lc = lc.shuffle(cfg.data.seed);
         }
         let loader = Loader::new(self.data.train.clone(), lc)?;
-        let per_epoch = loader.batches_per_epoch() as u64;
+        let accumulate = cfg.optimizer.accumulate.max(1) as usize;
+        // Optimizer steps per epoch (each takes `accumulate` batches).
+        let per_epoch = (loader.batches_per_epoch() / accumulate) as u64;
         if per_epoch == 0 {
             return Err(TrainError::Data(format!(
                 "data.batch_size {bs} is larger than the training set ({} examples)",
@@ -433,7 +468,7 @@ impl<M: Model> Trainer<M> {
 
         let lm = self.data.task.is_language();
         let unit = if lm { "tokens/s" } else { "samples/s" };
-        let train = train_step::<M>(optimizer(&cfg.optimizer));
+        let train = train_step::<M>(optimizer(&cfg.optimizer), accumulate);
         let eval = eval_step::<M>();
         let mut saver = Saver {
             dir: ckdir,
@@ -451,13 +486,23 @@ impl<M: Model> Trainer<M> {
         let mut state = Some(st);
         while step < stop && !interrupted() {
             let t_step = Instant::now();
-            let batch = match it.next() {
-                Some(b) => b?,
-                None => break,
+            let (mut xs, mut ys, mut epoch) = (Vec::new(), Vec::new(), 0);
+            for batch in it.by_ref().take(accumulate) {
+                let batch = batch?;
+                epoch = batch.epoch();
+                let (x, y) = batch_arrays(&self.data.task, batch)?;
+                xs.push(x);
+                ys.push(y);
+            }
+            if xs.len() < accumulate {
+                break;
+            }
+            let (x, y) = if accumulate == 1 {
+                (xs.pop().expect("one batch"), ys.pop().expect("one batch"))
+            } else {
+                (kiln::stack(&xs, 0), kiln::stack(&ys, 0))
             };
-            let epoch = batch.epoch();
-            let (x, y) = batch_arrays(&self.data.task, batch)?;
-            let items = if lm { y.size() } else { y.shape()[0] };
+            let items = if lm { y.size() } else { y.shape()[0] * accumulate };
             let lr = cfg.optimizer.schedule.lr_at(cfg.optimizer.lr, step, total);
             let step_key = kiln::random::fold_in(&key, step as u32);
             let TrainState { params, model_state, opt_state } =
