@@ -139,8 +139,9 @@ impl Default for DataConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OptimizerConfig {
     /// `"adam"`, `"adamw"` (Adam; set `weight_decay`), `"nadam"`, `"amsgrad"`,
-    /// `"adabelief"`, `"lion"` (uses `b1`, `b2`; Optax's `b2` is 0.99) or `"sgd"` (with
-    /// `momentum`, `nesterov`). Default `"adam"`.
+    /// `"adabelief"`, `"lion"` (uses `b1`, `b2`; Optax's `b2` is 0.99), `"lamb"` (Adam,
+    /// weight decay, trust ratio), `"rmsprop"` and `"adadelta"` (use `decay`), `"adagrad"`
+    /// or `"sgd"` (with `momentum`, `nesterov`). Default `"adam"`.
     pub name: String,
     /// Peak learning rate. Default 1e-3.
     pub lr: f64,
@@ -159,6 +160,8 @@ pub struct OptimizerConfig {
     pub weight_decay_mask: String,
     /// SGD momentum (0 = none). Default 0.
     pub momentum: f64,
+    /// RMSProp's decay and Adadelta's rho. Default 0.9.
+    pub decay: f64,
     /// Gradient accumulation: average the gradients of this many batches per optimizer
     /// step (the effective batch is `accumulate * data.batch_size`). Default 1.
     pub accumulate: i64,
@@ -181,6 +184,7 @@ impl Default for OptimizerConfig {
             weight_decay: 0.0,
             weight_decay_mask: "all".into(),
             momentum: 0.0,
+            decay: 0.9,
             accumulate: 1,
             nesterov: false,
             clip_by_global_norm: 0.0,
@@ -318,7 +322,19 @@ pub const MODELS: &[&str] = &["mlp", "cnn", "resnet", "transformer"];
 /// Known data sets.
 pub const DATASETS: &[&str] = &["mnist", "fashion-mnist", "tinyshakespeare"];
 /// Known optimizers.
-pub const OPTIMIZERS: &[&str] = &["adam", "adamw", "nadam", "amsgrad", "adabelief", "lion", "sgd"];
+pub const OPTIMIZERS: &[&str] = &[
+    "adam",
+    "adamw",
+    "nadam",
+    "amsgrad",
+    "adabelief",
+    "lion",
+    "lamb",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "sgd",
+];
 const SCHEDULES: &[&str] = &["constant", "cosine", "linear"];
 
 /// Levenshtein edit distance.
@@ -564,6 +580,9 @@ impl Config {
             if !(0.0..1.0).contains(&v) {
                 return Err(format!("{k}: must be in [0, 1), got {v}"));
             }
+        }
+        if !(0.0..1.0).contains(&o.decay) {
+            return Err(format!("optimizer.decay: must be in [0, 1), got {}", o.decay));
         }
         if !(0.0..1.0).contains(&o.momentum) {
             return Err(format!("optimizer.momentum: must be in [0, 1), got {}", o.momentum));

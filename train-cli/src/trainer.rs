@@ -21,12 +21,14 @@ use crate::data::{Task, TaskData, batch_arrays};
 use crate::error::TrainError;
 use crate::models::Model;
 use kiln_optim::{
-    AddDecayedWeights, ClipByGlobalNorm, Mask, ScaleByAdam, ScaleByAmsgrad, ScaleByBelief,
-    ScaleByLion, Trace, Transform, add_decayed_weights, clip_by_global_norm, global_norm,
-    scale_by_adam, scale_by_amsgrad, scale_by_belief, scale_by_lion, trace,
+    AddDecayedWeights, ClipByGlobalNorm, Mask, ScaleByAdadelta, ScaleByAdam, ScaleByAmsgrad,
+    ScaleByBelief, ScaleByLion, ScaleByRms, ScaleByRss, ScaleByTrustRatio, Trace, Transform,
+    add_decayed_weights, clip_by_global_norm, global_norm, scale_by_adadelta, scale_by_adam,
+    scale_by_amsgrad, scale_by_belief, scale_by_lion, scale_by_rms, scale_by_rss,
+    scale_by_trust_ratio, trace,
 };
 
-/// The update direction of `[optimizer] name`: exactly one part is set (none for plain
+/// The update direction of `[optimizer] name`: at most one part is set (none for plain
 /// SGD). A tuple of optional transforms, so its state is a tree whose unused parts are
 /// empty; it checkpoints under `opt_state.1.<part>...` (`opt_state.1.0.mu...` for Adam).
 pub type Direction = (
@@ -35,12 +37,17 @@ pub type Direction = (
     Option<ScaleByBelief>,
     Option<ScaleByLion>,
     Option<Trace>,
+    Option<ScaleByRms>,
+    Option<ScaleByRss>,
+    Option<ScaleByAdadelta>,
 );
 
 /// The trainer's optimizer without its learning rate, Optax's `chain(clip_by_global_norm,
-/// <direction>, add_decayed_weights)`; the step multiplies by `-lr` (an input of the
-/// jitted step, so the schedule never retraces).
-pub type Optimizer = (Option<ClipByGlobalNorm>, Direction, Option<AddDecayedWeights>);
+/// <direction>, add_decayed_weights, scale_by_trust_ratio)` (the trust ratio for LAMB);
+/// the step multiplies by `-lr` (an input of the jitted step, so the schedule never
+/// retraces).
+pub type Optimizer =
+    (Option<ClipByGlobalNorm>, Direction, Option<AddDecayedWeights>, Option<ScaleByTrustRatio>);
 
 /// The state of [`Optimizer`] for parameters `P`.
 pub type OptState<P> = <Optimizer as Transform>::State<P>;
@@ -48,13 +55,16 @@ pub type OptState<P> = <Optimizer as Transform>::State<P>;
 /// The [`Optimizer`] of `[optimizer]` (names checked by [`Config::validate`]).
 pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
     let (b1, b2, eps) = (cfg.b1, cfg.b2, cfg.eps);
-    let mut dir: Direction = (None, None, None, None, None);
+    let mut dir: Direction = (None, None, None, None, None, None, None, None);
     match cfg.name.as_str() {
-        "adam" | "adamw" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false)),
+        "adam" | "adamw" | "lamb" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false)),
         "nadam" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, true)),
         "amsgrad" => dir.1 = Some(scale_by_amsgrad(b1, b2, eps, 0.0)),
         "adabelief" => dir.2 = Some(scale_by_belief(b1, b2, eps, 1e-16, false)),
         "lion" => dir.3 = Some(scale_by_lion(b1, b2)),
+        "rmsprop" => dir.5 = Some(scale_by_rms(cfg.decay, eps, 0.0)),
+        "adagrad" => dir.6 = Some(scale_by_rss(0.1, eps)),
+        "adadelta" => dir.7 = Some(scale_by_adadelta(cfg.decay, eps)),
         _ => dir.4 = (cfg.momentum > 0.0).then(|| trace(cfg.momentum, cfg.nesterov)),
     }
     (
@@ -65,6 +75,7 @@ pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
                 .then(|| Mask::new(|_: &KeyPath, leaf: &Array| leaf.ndim() >= 2));
             add_decayed_weights(cfg.weight_decay, mask)
         }),
+        (cfg.name == "lamb").then(|| scale_by_trust_ratio(0.0, 1.0, 0.0)),
     )
 }
 

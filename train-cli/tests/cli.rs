@@ -385,6 +385,10 @@ fn every_optimizer_name_trains() {
         ("amsgrad", &[]),
         ("adabelief", &[]),
         ("lion", &["optimizer.lr=0.001"]),
+        ("lamb", &["optimizer.weight_decay=0.01"]),
+        ("rmsprop", &[]),
+        ("adagrad", &["optimizer.lr=0.03"]),
+        ("adadelta", &["optimizer.lr=1.0"]),
         ("sgd", &["optimizer.momentum=0.9"]),
         ("sgd", &["optimizer.momentum=0.9", "optimizer.nesterov=true"]),
     ];
