@@ -243,11 +243,23 @@ pub struct TrainConfig {
     pub log_every: i64,
     /// Parameter-initialisation seed. Default 0.
     pub seed: i64,
+    /// `"f32"`, or `"bf16"`: mixed precision, the forward pass in bfloat16 with `f32`
+    /// master weights, loss, gradients and optimizer state. (On the CPU backend bf16 is
+    /// converted per operation and not fused, so it is slower than f32; it is there for
+    /// numerics that match an accelerator run.) Default `"f32"`.
+    pub precision: String,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 10, steps: 0, eval_every: 0, log_every: 50, seed: 0 }
+        TrainConfig {
+            epochs: 10,
+            steps: 0,
+            eval_every: 0,
+            log_every: 50,
+            seed: 0,
+            precision: "f32".into(),
+        }
     }
 }
 
@@ -474,6 +486,7 @@ impl Config {
         one_of("data.name", &self.data.name, DATASETS)?;
         one_of("optimizer.name", &self.optimizer.name, OPTIMIZERS)?;
         one_of("optimizer.schedule.name", &self.optimizer.schedule.name, SCHEDULES)?;
+        one_of("train.precision", &self.train.precision, &["f32", "bf16"])?;
         one_of(
             "optimizer.weight_decay_mask",
             &self.optimizer.weight_decay_mask,

@@ -184,11 +184,15 @@ type EvalIn<M> = (M, <M as Model>::State, (Array, Array));
 /// axis: their gradients are averaged (the model state threads through them in order)
 /// before one optimizer update, and the micro-batches' activations are freed one after
 /// the other by the compiled buffer plan.
-fn train_step<M: Model>(opt: Optimizer, accumulate: usize) -> Jit<StepIn<M>, StepOut<M>> {
+fn train_step<M: Model>(
+    opt: Optimizer,
+    accumulate: usize,
+    bf16: bool,
+) -> Jit<StepIn<M>, StepOut<M>> {
     Jit::new(move |(params, state, opt_state, (x, y), (lr, key)): &StepIn<M>| {
         let micro = |state: &M::State, x: &Array, y: &Array, key: &Array| {
             kiln::value_and_grad_with_aux(|p: &M| {
-                let (logits, st) = p.apply(state, x, Some(key));
+                let (logits, st) = apply_in(p, state, x, Some(key), bf16);
                 let st = tree::map(&st, |a| a.stop_gradient());
                 (p.loss(&logits, y), (correct_count(&logits, y).stop_gradient(), st))
             })(params)
@@ -223,10 +227,32 @@ fn train_step<M: Model>(opt: Optimizer, accumulate: usize) -> Jit<StepIn<M>, Ste
     .named("train_step")
 }
 
+/// `M::apply`, in `bf16` when asked (mixed precision): float parameters, state and inputs
+/// are cast to `bf16` for the forward pass, the logits and the new state back to `f32`,
+/// so the master weights, the loss, the gradients and the optimizer stay in `f32`.
+fn apply_in<M: Model>(
+    params: &M,
+    state: &M::State,
+    x: &Array,
+    key: Option<&Array>,
+    bf16: bool,
+) -> (Array, M::State) {
+    if !bf16 {
+        return params.apply(state, x, key);
+    }
+    let cast = |a: &Array, from: DType, to: DType| {
+        if a.dtype() == from { a.astype(to) } else { a.clone() }
+    };
+    let down = |a: &Array| cast(a, DType::F32, DType::BF16);
+    let (logits, st) = tree::map(params, down).apply(&tree::map(state, down), &down(x), key);
+    let up = |a: &Array| cast(a, DType::BF16, DType::F32);
+    (up(&logits), tree::map(&st, up))
+}
+
 /// The jitted eval step: summed loss and correct count of a batch.
-fn eval_step<M: Model>() -> Jit<EvalIn<M>, (Array, Array)> {
-    Jit::new(|(params, state, (x, y)): &EvalIn<M>| {
-        let (logits, _) = params.apply(state, x, None);
+fn eval_step<M: Model>(bf16: bool) -> Jit<EvalIn<M>, (Array, Array)> {
+    Jit::new(move |(params, state, (x, y)): &EvalIn<M>| {
+        let (logits, _) = apply_in(params, state, x, None, bf16);
         let n = y.size() as f64;
         (params.loss(&logits, y) * n, correct_count(&logits, y))
     })
@@ -361,7 +387,7 @@ impl<M: Model> Trainer<M> {
 
     /// Held-out loss and accuracy of `params` on the test split.
     pub fn evaluate(&self, params: &M, state: &M::State) -> Result<EvalMetrics, TrainError> {
-        self.evaluate_with(&eval_step::<M>(), params, state)
+        self.evaluate_with(&eval_step::<M>(self.config.train.precision == "bf16"), params, state)
     }
 
     fn evaluate_with(
@@ -479,8 +505,9 @@ impl<M: Model> Trainer<M> {
 
         let lm = self.data.task.is_language();
         let unit = if lm { "tokens/s" } else { "samples/s" };
-        let train = train_step::<M>(optimizer(&cfg.optimizer), accumulate);
-        let eval = eval_step::<M>();
+        let bf16 = cfg.train.precision == "bf16";
+        let train = train_step::<M>(optimizer(&cfg.optimizer), accumulate, bf16);
+        let eval = eval_step::<M>(bf16);
         let mut saver = Saver {
             dir: ckdir,
             keep: cfg.checkpoint.keep as usize,

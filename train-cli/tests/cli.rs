@@ -374,6 +374,33 @@ fn gradient_accumulation_trains_and_resumes_exactly() {
 }
 
 #[test]
+fn bf16_mixed_precision_trains_cnn_and_transformer() {
+    let d = tmpdir("bf16");
+    let c = tiny_config(&d);
+    let cnn =
+        ["--set", "model.name=\"cnn\"", "--set", "model.channels=[4]", "--set", "model.dense=8"];
+    ok(bin().args(["run", "--quiet"]).args(cnn).arg(&c));
+    let f32_losses = train_losses(&d.join("metrics.jsonl"));
+    ok(bin().args(["run", "--quiet", "--set", "train.precision=\"bf16\""]).args(cnn).arg(&c));
+    let bf16_losses = train_losses(&d.join("metrics.jsonl"));
+    assert_ne!(f32_losses, bf16_losses, "precision had no effect");
+    let parse =
+        |l: &[(u64, String)]| -> Vec<f64> { l.iter().map(|x| x.1.parse().unwrap()).collect() };
+    let (a, b) = (parse(&f32_losses), parse(&bf16_losses));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 0.05 * x.abs(), "bf16 {y} far from f32 {x}");
+    }
+    // Checkpointed parameters stay f32.
+    let text = ok(bin().arg("inspect").arg(d.join("ckpt/ckpt-00000012.safetensors")));
+    assert!(text.contains("params.convs.0.kernel") && !text.contains("BF16"), "{text}");
+    let l = tmpdir("bf16-lm");
+    let out = ok(bin().args(["run", "--set", "train.precision=\"bf16\""]).arg(tiny_lm_config(&l)));
+    assert!(out.contains("validation loss"), "{out}");
+    let err = fails(bin().args(["validate", "--set", "train.precision=\"fp8\""]).arg(&c));
+    assert!(err.contains("train.precision"), "{err}");
+}
+
+#[test]
 fn every_optimizer_name_trains() {
     let d = tmpdir("optimizers");
     let c = tiny_config(&d);
