@@ -83,8 +83,12 @@ pub fn open(config: &Config) -> Result<TaskData, TrainError> {
     let d = &config.data;
     let dir = &d.path;
     if !dir.exists() {
+        let hint = match d.name.as_str() {
+            "fashion-mnist" => "; install it with `apt-get install dataset-fashion-mnist`",
+            _ => "",
+        };
         return Err(TrainError::Data(format!(
-            "data.path: `{}` does not exist (run from the repository root, or set data.path)",
+            "data.path: `{}` does not exist (run from the repository root, or set data.path){hint}",
             dir.display()
         )));
     }

@@ -188,7 +188,7 @@ fn run(cli: Cli) -> Result<()> {
                 d.train.len(),
                 d.test.len()
             );
-            print!("{}", b.summary()?);
+            println!("{}", b.summary()?.trim_end());
         }
         Cmd::Inspect { checkpoint: path, json } => {
             let ck = checkpoint::load(&path)?;
