@@ -439,7 +439,8 @@ impl<M: Model> Trainer<M> {
         let per_epoch = (loader.batches_per_epoch() / accumulate) as u64;
         if per_epoch == 0 {
             return Err(TrainError::Data(format!(
-                "data.batch_size {bs} is larger than the training set ({} examples)",
+                "data.batch_size {bs} x optimizer.accumulate {accumulate} is larger than the \
+                 training set ({} examples)",
                 self.data.train.len()
             )));
         }

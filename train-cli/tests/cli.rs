@@ -140,31 +140,49 @@ fn fails(cmd: &mut Command) -> String {
     err
 }
 
-fn train_losses(metrics: &Path) -> Vec<(u64, String)> {
+/// The metric records of `kind` (`train` or `eval`); none while the file does not exist.
+fn records(metrics: &Path, kind: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(metrics)
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+fn train_losses(metrics: &Path) -> Vec<(u64, String)> {
+    records(metrics, "train")
+        .iter()
         .map(|v| (v["step"].as_u64().unwrap(), v["loss"].to_string()))
         .collect()
+}
+
+/// Runs `config(dir)` with `set` stopped after `stop` steps (as if interrupted), then
+/// resumes it with `--resume auto`; returns the directory and the training losses.
+fn interrupted_and_resumed(
+    name: &str,
+    config: fn(&Path) -> PathBuf,
+    set: &[&str],
+    stop: u64,
+) -> (PathBuf, Vec<(u64, String)>) {
+    let d = tmpdir(name);
+    let c = config(&d);
+    ok(bin().args(["run", "--quiet", "--stop-at-step", &stop.to_string()]).args(set).arg(&c));
+    assert_eq!(train_losses(&d.join("metrics.jsonl")).len() as u64, stop);
+    ok(bin().args(["run", "--quiet", "--resume", "auto"]).args(set).arg(&c));
+    let losses = train_losses(&d.join("metrics.jsonl"));
+    (d, losses)
 }
 
 #[test]
 fn resume_gives_identical_losses() {
     let a = tmpdir("resume-a");
-    let b = tmpdir("resume-b");
-    let ca = tiny_config(&a);
-    let cb = tiny_config(&b);
-    ok(bin().args(["run", "--quiet"]).arg(&ca));
+    ok(bin().args(["run", "--quiet"]).arg(tiny_config(&a)));
     let full = train_losses(&a.join("metrics.jsonl"));
     assert_eq!(full.len(), 12);
 
     // Interrupted after step 6 (last checkpoint at step 4), then resumed.
-    ok(bin().args(["run", "--quiet", "--stop-at-step", "6"]).arg(&cb));
-    assert_eq!(train_losses(&b.join("metrics.jsonl")).len(), 6);
-    ok(bin().args(["run", "--quiet", "--resume", "auto"]).arg(&cb));
-    let resumed = train_losses(&b.join("metrics.jsonl"));
+    let (b, resumed) = interrupted_and_resumed("resume-b", tiny_config, &[], 6);
     assert_eq!(full, resumed, "losses differ after resume");
 
     // keep = 0 keeps all: steps 4, 8, 12.
@@ -305,11 +323,8 @@ fn keep_best_keeps_the_lowest_eval_loss() {
         ])
         .args(["--set", "checkpoint.every=100", "--set", "checkpoint.keep=1"])
         .arg(&c));
-    let evals: Vec<(u64, f64)> = std::fs::read_to_string(d.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "eval")
+    let evals: Vec<(u64, f64)> = records(&d.join("metrics.jsonl"), "eval")
+        .iter()
         .map(|v| (v["step"].as_u64().unwrap(), v["eval_loss"].as_f64().unwrap()))
         .collect();
     assert_eq!(evals.len(), 6);
@@ -333,16 +348,9 @@ fn augmentation_changes_the_data_and_resumes_exactly() {
     ok(bin().args(["run", "--quiet"]).args(aug).arg(tiny_config(&a)));
     let full = train_losses(&a.join("metrics.jsonl"));
     assert_ne!(full, train_losses(&plain.join("metrics.jsonl")), "augmentation did nothing");
-    let b = tmpdir("aug-b");
-    let cb = tiny_config(&b);
-    ok(bin().args(["run", "--quiet", "--stop-at-step", "5"]).args(aug).arg(&cb));
-    ok(bin().args(["run", "--quiet", "--resume", "auto"]).args(aug).arg(&cb));
-    assert_eq!(
-        full,
-        train_losses(&b.join("metrics.jsonl")),
-        "augmented losses differ after resume"
-    );
-    let err = fails(bin().args(["validate", "--set", "data.random_flip=2"]).arg(&cb));
+    let (b, resumed) = interrupted_and_resumed("aug-b", tiny_config, &aug, 5);
+    assert_eq!(full, resumed, "augmented losses differ after resume");
+    let err = fails(bin().args(["validate", "--set", "data.random_flip=2"]).arg(tiny_config(&b)));
     assert!(err.contains("data.random_flip"), "{err}");
 }
 
@@ -354,11 +362,8 @@ fn gradient_accumulation_trains_and_resumes_exactly() {
     ok(bin().args(["run", "--quiet"]).args(set).arg(tiny_config(&a)));
     let full = train_losses(&a.join("metrics.jsonl"));
     assert_eq!(full.len(), 6);
-    let b = tmpdir("accum-b");
-    let cb = tiny_config(&b);
-    ok(bin().args(["run", "--quiet", "--stop-at-step", "4"]).args(set).arg(&cb));
-    ok(bin().args(["run", "--quiet", "--resume", "auto"]).args(set).arg(&cb));
-    assert_eq!(full, train_losses(&b.join("metrics.jsonl")), "losses differ after resume");
+    let (b, resumed) = interrupted_and_resumed("accum-b", tiny_config, &set, 4);
+    assert_eq!(full, resumed, "losses differ after resume");
     // The same as one batch of 16 (the loader's order is the same), up to rounding.
     let c = tmpdir("accum-c");
     ok(bin()
@@ -369,7 +374,8 @@ fn gradient_accumulation_trains_and_resumes_exactly() {
         assert_eq!(*s1, s2);
         assert!((l1 - l2).abs() <= 1e-4 * l2.abs(), "step {s1}: {l1} vs batch-16 {l2}");
     }
-    let err = fails(bin().args(["validate", "--set", "optimizer.accumulate=0"]).arg(&cb));
+    let err =
+        fails(bin().args(["validate", "--set", "optimizer.accumulate=0"]).arg(tiny_config(&b)));
     assert!(err.contains("optimizer.accumulate"), "{err}");
 }
 
@@ -456,15 +462,13 @@ fn cnn_and_resnet_train_resume_and_checkpoint_their_state() {
     // ResNet with BatchNorm: the running statistics are checkpointed and restored, so an
     // interrupted and resumed run gives the same losses as an uninterrupted one.
     let a = tmpdir("resnet-a");
-    let b = tmpdir("resnet-b");
     let set = ["--set", "model.name=\"resnet\"", "--set", "model.widths=[4, 8]"];
     ok(bin().args(["run", "--quiet"]).args(set).arg(tiny_config(&a)));
+    let (b, resumed) = interrupted_and_resumed("resnet-b", tiny_config, &set, 6);
     let cb = tiny_config(&b);
-    ok(bin().args(["run", "--quiet", "--stop-at-step", "6"]).args(set).arg(&cb));
-    ok(bin().args(["run", "--quiet", "--resume", "auto"]).args(set).arg(&cb));
     let full = train_losses(&a.join("metrics.jsonl"));
     assert_eq!(full.len(), 12);
-    assert_eq!(full, train_losses(&b.join("metrics.jsonl")), "resnet losses differ after resume");
+    assert_eq!(full, resumed, "resnet losses differ after resume");
     let text = ok(bin().arg("inspect").arg(b.join("ckpt/ckpt-00000012.safetensors")));
     for want in ["model_state.stem_bn.mean", "model_state.blocks.1.0.var", "params.blocks.1.proj"] {
         assert!(text.contains(want), "missing {want} in:\n{text}");
@@ -489,21 +493,13 @@ fn transformer_trains_samples_and_resumes() {
     assert!(out.contains("sample:\nROMEO:"), "{out}");
     let full = train_losses(&a.join("metrics.jsonl"));
     assert_eq!(full.len(), 8);
-    let evals: Vec<serde_json::Value> = std::fs::read_to_string(a.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["kind"] == "eval")
-        .collect();
+    let evals = records(&a.join("metrics.jsonl"), "eval");
     assert_eq!(evals.len(), 2);
     assert!(evals[0]["eval_bpc"].as_f64().unwrap() > 0.0);
 
     // Dropout keys come from the step, so resume is exact for the language model too.
-    let b = tmpdir("lm-b");
-    let cb = tiny_lm_config(&b);
-    ok(bin().args(["run", "--quiet", "--stop-at-step", "5"]).arg(&cb));
-    ok(bin().args(["run", "--quiet", "--resume", "auto"]).arg(&cb));
-    assert_eq!(full, train_losses(&b.join("metrics.jsonl")), "LM losses differ after resume");
+    let (_, resumed) = interrupted_and_resumed("lm-b", tiny_lm_config, &[], 5);
+    assert_eq!(full, resumed, "LM losses differ after resume");
 
     // `sample`: the config comes from the checkpoint; same seed, same text.
     let ck = a.join("ckpt/ckpt-00000008.safetensors");
@@ -595,7 +591,7 @@ fn sigint_saves_a_checkpoint_and_resume_continues() {
     // Wait until training is under way.
     let metrics = d.join("metrics.jsonl");
     let t0 = std::time::Instant::now();
-    while train_losses_or_empty(&metrics).len() < 3 {
+    while records(&metrics, "train").len() < 3 {
         assert!(t0.elapsed().as_secs() < 120, "training did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -613,15 +609,6 @@ fn sigint_saves_a_checkpoint_and_resume_continues() {
         .arg(format!("train.steps={}", step + 2))
         .arg(&c));
     assert_eq!(train_losses(&metrics).last().unwrap().0, step + 2);
-}
-
-fn train_losses_or_empty(metrics: &Path) -> Vec<String> {
-    std::fs::read_to_string(metrics)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"train\""))
-        .map(String::from)
-        .collect()
 }
 
 #[test]
