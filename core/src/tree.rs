@@ -250,6 +250,10 @@ tuple_tree!(A 0, B 1, C 2, D 3, E 4);
 tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5);
 tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+tuple_tree!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
 
 /// The leaves of a tree in canonical order.
 pub fn leaves<T: Tree>(t: &T) -> Vec<Array> {

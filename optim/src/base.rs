@@ -35,7 +35,7 @@ pub fn apply_updates<P: Tree>(params: &P, updates: &P) -> P {
 }
 
 /// Chains transforms: `chain((a, b, c))` is the tuple `(a, b, c)`, which already implements
-/// [`Transform`] (up to eight parts; nest tuples for more). Provided for readability.
+/// [`Transform`] (up to twelve parts; nest tuples for more). Provided for readability.
 pub fn chain<T: Transform>(transforms: T) -> T {
     transforms
 }
@@ -67,6 +67,10 @@ tuple_transform!(A 0, B 1, C 2, D 3, E 4);
 tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5);
 tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+tuple_transform!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
 
 /// The transform that returns updates unchanged and keeps no state (`optax.identity`).
 #[derive(Clone, Copy, Debug, Default)]

@@ -140,8 +140,12 @@ impl Default for DataConfig {
 pub struct OptimizerConfig {
     /// `"adam"`, `"adamw"` (Adam; set `weight_decay`), `"nadam"`, `"amsgrad"`,
     /// `"adabelief"`, `"lion"` (uses `b1`, `b2`; Optax's `b2` is 0.99), `"lamb"` (Adam,
-    /// weight decay, trust ratio), `"rmsprop"` and `"adadelta"` (use `decay`), `"adagrad"`
-    /// or `"sgd"` (with `momentum`, `nesterov`). Default `"adam"`.
+    /// weight decay, trust ratio), `"lars"` (weight decay, trust ratio, learning rate, then
+    /// momentum), `"rmsprop"` (`decay`, optional `momentum` after the learning rate),
+    /// `"adadelta"` (uses `decay`), `"adagrad"`, `"adafactor"` (factored second moments,
+    /// block-RMS clipping at 1, updates scaled by the parameters' RMS; optional `momentum`;
+    /// its weight decay is added after the learning rate, as in Optax; Optax's suggested
+    /// `lr` is 0.01) or `"sgd"` (with `momentum`, `nesterov`). Default `"adam"`.
     pub name: String,
     /// Peak learning rate. Default 1e-3.
     pub lr: f64,
@@ -158,8 +162,12 @@ pub struct OptimizerConfig {
     /// or more dimensions: kernels and embeddings, not biases or norm scales).
     /// Default `"all"`.
     pub weight_decay_mask: String,
-    /// SGD momentum (0 = none). Default 0.
-    pub momentum: f64,
+    /// Momentum of `sgd`, `rmsprop`, `lars` and `adafactor` (0 = none). Default 0.9 for
+    /// `lars` (Optax's), none for the others.
+    pub momentum: Option<f64>,
+    /// Trust coefficient of `lars` and `lamb`. Default 0.001 for `lars`, 1 for `lamb`
+    /// (Optax's).
+    pub trust_coefficient: Option<f64>,
     /// RMSProp's decay and Adadelta's rho. Default 0.9.
     pub decay: f64,
     /// Gradient accumulation: average the gradients of this many batches per optimizer
@@ -183,7 +191,8 @@ impl Default for OptimizerConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             weight_decay_mask: "all".into(),
-            momentum: 0.0,
+            momentum: None,
+            trust_coefficient: None,
             decay: 0.9,
             accumulate: 1,
             nesterov: false,
@@ -300,11 +309,14 @@ impl Default for CheckpointConfig {
 pub struct LoggingConfig {
     /// Metrics file (JSON Lines). Default `"runs/default/metrics.jsonl"`.
     pub jsonl: PathBuf,
+    /// Directory for TensorBoard event files (`tensorboard --logdir DIR`): the same
+    /// metrics as scalars `train/loss`, `eval/acc`, ... Default: none.
+    pub tensorboard: Option<PathBuf>,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { jsonl: PathBuf::from("runs/default/metrics.jsonl") }
+        LoggingConfig { jsonl: PathBuf::from("runs/default/metrics.jsonl"), tensorboard: None }
     }
 }
 
@@ -342,9 +354,11 @@ pub const OPTIMIZERS: &[&str] = &[
     "adabelief",
     "lion",
     "lamb",
+    "lars",
     "rmsprop",
     "adagrad",
     "adadelta",
+    "adafactor",
     "sgd",
 ];
 const SCHEDULES: &[&str] = &["constant", "cosine", "linear"];
@@ -597,8 +611,11 @@ impl Config {
         if !(0.0..1.0).contains(&o.decay) {
             return Err(format!("optimizer.decay: must be in [0, 1), got {}", o.decay));
         }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(format!("optimizer.momentum: must be in [0, 1), got {}", o.momentum));
+        if let Some(m) = o.momentum.filter(|m| !(0.0..1.0).contains(m)) {
+            return Err(format!("optimizer.momentum: must be in [0, 1), got {m}"));
+        }
+        if let Some(t) = o.trust_coefficient.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err(format!("optimizer.trust_coefficient: must be positive, got {t}"));
         }
         let bad = |v: f64| v.is_nan() || v < 0.0;
         if bad(o.weight_decay) || bad(o.clip_by_global_norm) {

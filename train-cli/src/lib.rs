@@ -15,6 +15,7 @@ pub mod error;
 pub mod models;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod tensorboard;
 pub mod trainer;
 
 use std::path::Path;

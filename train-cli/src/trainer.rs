@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln::tree::{self, KeyPath};
-use kiln::{Array, DType, Jit};
+use kiln::{Array, DType, Jit, Tree};
 use kiln_data::{Dataset, Loader, LoaderConfig, LoaderState};
 use serde::Serialize;
 
@@ -20,17 +20,21 @@ use crate::config::{Config, OptimizerConfig};
 use crate::data::{Task, TaskData, batch_arrays};
 use crate::error::TrainError;
 use crate::models::Model;
+use crate::tensorboard::EventWriter;
 use kiln_optim::{
-    AddDecayedWeights, ClipByGlobalNorm, Mask, ScaleByAdadelta, ScaleByAdam, ScaleByAmsgrad,
-    ScaleByBelief, ScaleByLion, ScaleByRms, ScaleByRss, ScaleByTrustRatio, Trace, Transform,
-    add_decayed_weights, clip_by_global_norm, global_norm, scale_by_adadelta, scale_by_adam,
-    scale_by_amsgrad, scale_by_belief, scale_by_lion, scale_by_rms, scale_by_rss,
-    scale_by_trust_ratio, trace,
+    AdafactorOptions, AddDecayedWeights, ClipByBlockRms, ClipByGlobalNorm, Ema, Mask,
+    ScaleByAdadelta, ScaleByAdam, ScaleByAmsgrad, ScaleByBelief, ScaleByFactoredRms, ScaleByLion,
+    ScaleByParamBlockRms, ScaleByRms, ScaleByRss, ScaleByTrustRatio, Trace, Transform,
+    add_decayed_weights, clip_by_block_rms, clip_by_global_norm, ema, global_norm,
+    scale_by_adadelta, scale_by_adam, scale_by_amsgrad, scale_by_belief, scale_by_factored_rms,
+    scale_by_lion, scale_by_param_block_rms, scale_by_rms, scale_by_rss, scale_by_trust_ratio,
+    trace,
 };
 
 /// The update direction of `[optimizer] name`: at most one part is set (none for plain
-/// SGD). A tuple of optional transforms, so its state is a tree whose unused parts are
-/// empty; it checkpoints under `opt_state.1.<part>...` (`opt_state.1.0.mu...` for Adam).
+/// SGD, LARS), two for Adafactor (its factored second moments, then block-RMS clipping).
+/// A tuple of optional transforms, so its state is a tree whose unused parts are empty; it
+/// checkpoints under `opt_state.1.<part>...` (`opt_state.1.0.mu...` for Adam).
 pub type Direction = (
     Option<ScaleByAdam>,
     Option<ScaleByAmsgrad>,
@@ -40,14 +44,28 @@ pub type Direction = (
     Option<ScaleByRms>,
     Option<ScaleByRss>,
     Option<ScaleByAdadelta>,
+    Option<ScaleByFactoredRms>,
+    Option<ClipByBlockRms>,
 );
 
-/// The trainer's optimizer without its learning rate, Optax's `chain(clip_by_global_norm,
-/// <direction>, add_decayed_weights, scale_by_trust_ratio)` (the trust ratio for LAMB);
-/// the step multiplies by `-lr` (an input of the jitted step, so the schedule never
-/// retraces).
-pub type Optimizer =
-    (Option<ClipByGlobalNorm>, Direction, Option<AddDecayedWeights>, Option<ScaleByTrustRatio>);
+/// What follows the learning rate: Adafactor's parameter-scale, momentum (an EMA) and
+/// weight decay, and the momentum of LARS and RMSProp (a trace of the lr-scaled updates,
+/// as in Optax).
+pub type AfterLr =
+    (Option<ScaleByParamBlockRms>, Option<Trace>, Option<Ema>, Option<AddDecayedWeights>);
+
+/// The trainer's optimizer, Optax's `chain(clip_by_global_norm, <direction>,
+/// add_decayed_weights, scale_by_trust_ratio, scale_by_learning_rate, <after lr>)` with
+/// the learning rate an input of the jitted step (so a schedule never retraces): see
+/// [`optimizer_step`]. Every alias is the same chain with other parts set, so one state
+/// type and one checkpoint layout serve every config.
+pub type Optimizer = (
+    Option<ClipByGlobalNorm>,
+    Direction,
+    Option<AddDecayedWeights>,
+    Option<ScaleByTrustRatio>,
+    AfterLr,
+);
 
 /// The state of [`Optimizer`] for parameters `P`.
 pub type OptState<P> = <Optimizer as Transform>::State<P>;
@@ -55,28 +73,83 @@ pub type OptState<P> = <Optimizer as Transform>::State<P>;
 /// The [`Optimizer`] of `[optimizer]` (names checked by [`Config::validate`]).
 pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
     let (b1, b2, eps) = (cfg.b1, cfg.b2, cfg.eps);
-    let mut dir: Direction = (None, None, None, None, None, None, None, None);
-    match cfg.name.as_str() {
-        "adam" | "adamw" | "lamb" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false)),
-        "nadam" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, true)),
-        "amsgrad" => dir.1 = Some(scale_by_amsgrad(b1, b2, eps, 0.0)),
-        "adabelief" => dir.2 = Some(scale_by_belief(b1, b2, eps, 1e-16, false)),
-        "lion" => dir.3 = Some(scale_by_lion(b1, b2)),
-        "rmsprop" => dir.5 = Some(scale_by_rms(cfg.decay, eps, 0.0)),
-        "adagrad" => dir.6 = Some(scale_by_rss(0.1, eps)),
-        "adadelta" => dir.7 = Some(scale_by_adadelta(cfg.decay, eps)),
-        _ => dir.4 = (cfg.momentum > 0.0).then(|| trace(cfg.momentum, cfg.nesterov)),
-    }
-    (
-        (cfg.clip_by_global_norm > 0.0).then(|| clip_by_global_norm(cfg.clip_by_global_norm)),
-        dir,
+    let momentum = cfg.momentum.filter(|&m| m > 0.0);
+    let mut dir: Direction = (None, None, None, None, None, None, None, None, None, None);
+    let mut after: AfterLr = (None, None, None, None);
+    let decay = |cfg: &OptimizerConfig| {
         (cfg.weight_decay != 0.0).then(|| {
             let mask = (cfg.weight_decay_mask == "matrices")
                 .then(|| Mask::new(|_: &KeyPath, leaf: &Array| leaf.ndim() >= 2));
             add_decayed_weights(cfg.weight_decay, mask)
-        }),
-        (cfg.name == "lamb").then(|| scale_by_trust_ratio(0.0, 1.0, 0.0)),
+        })
+    };
+    let mut before_lr_decay = decay(cfg);
+    let mut trust = None;
+    match cfg.name.as_str() {
+        "adam" | "adamw" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false)),
+        "lamb" => {
+            dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false));
+            trust = Some(scale_by_trust_ratio(0.0, cfg.trust_coefficient.unwrap_or(1.0), 0.0));
+        }
+        "lars" => {
+            trust = Some(scale_by_trust_ratio(0.0, cfg.trust_coefficient.unwrap_or(1e-3), 0.0));
+            let m = cfg.momentum.unwrap_or(0.9);
+            after.1 = (m > 0.0).then(|| trace(m, cfg.nesterov));
+        }
+        "nadam" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, true)),
+        "amsgrad" => dir.1 = Some(scale_by_amsgrad(b1, b2, eps, 0.0)),
+        "adabelief" => dir.2 = Some(scale_by_belief(b1, b2, eps, 1e-16, false)),
+        "lion" => dir.3 = Some(scale_by_lion(b1, b2)),
+        "rmsprop" => {
+            dir.5 = Some(scale_by_rms(cfg.decay, eps, 0.0));
+            after.1 = momentum.map(|m| trace(m, cfg.nesterov));
+        }
+        "adagrad" => dir.6 = Some(scale_by_rss(0.1, eps)),
+        "adadelta" => dir.7 = Some(scale_by_adadelta(cfg.decay, eps)),
+        "adafactor" => {
+            let o = AdafactorOptions::default();
+            dir.8 = Some(scale_by_factored_rms(
+                o.factored,
+                o.decay_rate,
+                o.decay_offset,
+                o.min_dim_size_to_factor,
+                o.eps,
+            ));
+            dir.9 = o.clipping_threshold.map(clip_by_block_rms);
+            after.0 = Some(scale_by_param_block_rms(1e-3));
+            after.2 = momentum.map(|m| ema(m, false));
+            after.3 = before_lr_decay.take();
+        }
+        _ => dir.4 = momentum.map(|m| trace(m, cfg.nesterov)),
+    }
+    (
+        (cfg.clip_by_global_norm > 0.0).then(|| clip_by_global_norm(cfg.clip_by_global_norm)),
+        dir,
+        before_lr_decay,
+        trust,
+        after,
     )
+}
+
+/// One optimizer step: the chain of [`Optimizer`] with the update multiplied by `lr` (a
+/// scalar array) between its trust ratio and its after-lr parts, then subtracted from the
+/// parameters. Returns the new parameters and state.
+pub fn optimizer_step<P: Tree>(
+    opt: &Optimizer,
+    grads: P,
+    state: OptState<P>,
+    params: &P,
+    lr: &Array,
+) -> (P, OptState<P>) {
+    let (clip, dir, decay, trust, after) = opt;
+    let (s0, s1, s2, s3, s4) = state;
+    let (u, s0) = clip.update(grads, s0, params);
+    let (u, s1) = dir.update(u, s1, params);
+    let (u, s2) = decay.update(u, s2, params);
+    let (u, s3) = trust.update(u, s3, params);
+    let u = tree::map(&u, |x| x * lr);
+    let (u, s4) = after.update(u, s4, params);
+    (tree::zip_map(params, &u, |p, u| p - u), (s0, s1, s2, s3, s4))
 }
 
 /// Number of positions whose argmax equals the integer label (an `f32` scalar).
@@ -220,8 +293,7 @@ fn train_step<M: Model>(
             ((l / n, (c, st)), tree::map(&g, |a| a / n))
         };
         let norm = global_norm(&grads);
-        let (updates, opt_state) = opt.update(grads, opt_state.clone(), params);
-        let params = tree::zip_map(params, &updates, |p, u| p - u * lr);
+        let (params, opt_state) = optimizer_step(&opt, grads, opt_state.clone(), params, lr);
         (params, new_state, opt_state, (loss, correct, norm))
     })
     .named("train_step")
@@ -259,12 +331,36 @@ fn eval_step<M: Model>(bf16: bool) -> Jit<EvalIn<M>, (Array, Array)> {
     .named("eval_step")
 }
 
-fn json_line(
-    file: &mut std::fs::File,
-    path: &Path,
-    v: serde_json::Value,
-) -> Result<(), TrainError> {
-    writeln!(file, "{v}").map_err(|e| TrainError::io(path, e))
+/// Where metric records go: the JSONL file and, with `[logging] tensorboard`, an event
+/// file (each numeric field but `step`/`epoch` as the scalar `<kind>/<field>`, the `eval_`
+/// prefix dropped: `train/loss`, `eval/loss`, `eval/bpc`).
+struct MetricsSink {
+    file: std::fs::File,
+    path: PathBuf,
+    tensorboard: Option<EventWriter>,
+}
+
+impl MetricsSink {
+    fn record(&mut self, v: serde_json::Value) -> Result<(), TrainError> {
+        writeln!(self.file, "{v}").map_err(|e| TrainError::io(&self.path, e))?;
+        if let Some(tb) = &mut self.tensorboard {
+            let kind = v["kind"].as_str().unwrap_or("train");
+            let step = v["step"].as_u64().unwrap_or(0);
+            for (k, x) in v.as_object().into_iter().flatten() {
+                if let (false, Some(x)) =
+                    (["kind", "step", "epoch"].contains(&k.as_str()), x.as_f64())
+                {
+                    tb.scalar(
+                        &format!("{kind}/{}", k.strip_prefix("eval_").unwrap_or(k)),
+                        step,
+                        x,
+                    )?;
+                }
+            }
+            tb.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps only metric records with `step <= step` (drops those of an interrupted tail).
@@ -489,10 +585,13 @@ impl<M: Model> Trainer<M> {
         } else {
             std::fs::write(&mpath, "").map_err(|e| TrainError::io(&mpath, e))?;
         }
-        let mut mfile = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&mpath)
             .map_err(|e| TrainError::io(&mpath, e))?;
+        let tensorboard =
+            cfg.logging.tensorboard.as_deref().map(EventWriter::create).transpose()?;
+        let mut metrics = MetricsSink { file, path: mpath.clone(), tensorboard };
 
         let show = !(opts.quiet || opts.json);
         let pb = if show { ProgressBar::new(total) } else { ProgressBar::hidden() };
@@ -578,9 +677,7 @@ impl<M: Model> Trainer<M> {
             pb.set_position(step);
             pb.set_message(format!("epoch {} loss {:.4} {rate:.0} {unit}", epoch + 1, m.loss));
             if step.is_multiple_of(cfg.train.log_every as u64) || step == total {
-                json_line(
-                    &mut mfile,
-                    &mpath,
+                metrics.record(
                     serde_json::json!({
                         "kind": "train", "step": step, "epoch": epoch, "loss": m.loss, "acc": m.acc,
                         "lr": lr, "grad_norm": m.grad_norm, "step_time_ms": dt * 1e3, unit.replace("/s", "_per_sec"): rate,
@@ -617,7 +714,7 @@ impl<M: Model> Trainer<M> {
                         ev.acc * 100.0
                     )
                 };
-                json_line(&mut mfile, &mpath, rec)?;
+                metrics.record(rec)?;
                 pb.println(line);
             }
             let do_ckpt = if cfg.checkpoint.every > 0 {
@@ -632,7 +729,7 @@ impl<M: Model> Trainer<M> {
         }
         let st = state.expect("state is put back every step");
         saver.wait()?;
-        mfile.sync_all().map_err(|e| TrainError::io(&mpath, e))?;
+        metrics.file.sync_all().map_err(|e| TrainError::io(&mpath, e))?;
         pb.finish_and_clear();
         let sample = match &self.data.task {
             Task::Language { vocab, .. } if cfg.sample.tokens > 0 && !interrupted() => {
@@ -695,5 +792,82 @@ impl<M: Model> Trainer<M> {
         let out: Vec<u32> = out.into_iter().map(|t| t as u32).collect();
         let text = vocab.decode(&out).map_err(|e| TrainError::Data(format!("sample: {e}")))?;
         Ok(format!("{prompt}{text}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_optim::{Schedule, adafactor, adam, lamb, lars, rmsprop, sgd};
+
+    /// Parameters with a factored (>= 128 x 128) matrix, a small matrix and a vector.
+    fn params() -> Vec<Array> {
+        let key = kiln::random::key(3);
+        let k = kiln::random::split_n(&key, 3);
+        vec![
+            kiln::random::normal(&k[0], &[130, 140], DType::F32),
+            kiln::random::normal(&k[1], &[4, 3], DType::F32),
+            kiln::random::normal(&k[2], &[5], DType::F32) * 0.1,
+        ]
+    }
+
+    fn grads(step: u32) -> Vec<Array> {
+        let key = kiln::random::fold_in(&kiln::random::key(11), step);
+        params()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let k = kiln::random::fold_in(&key, i as u32);
+                kiln::random::normal(&k, p.shape(), DType::F32)
+            })
+            .collect()
+    }
+
+    /// Four steps of the trainer's chain for `cfg` equal four steps of `reference` (an
+    /// Optax-style alias with the same learning rate) followed by `apply_updates`.
+    fn assert_matches<T: Transform>(cfg: OptimizerConfig, reference: T) {
+        let opt = optimizer(&cfg);
+        let lr = Array::scalar(cfg.lr as f32);
+        let (mut p, mut s) = (params(), opt.init(&params()));
+        let (mut q, mut r) = (params(), reference.init(&params()));
+        for step in 0..4 {
+            (p, s) = optimizer_step(&opt, grads(step), s, &p, &lr);
+            let (u, r2) = reference.update(grads(step), r, &q);
+            r = r2;
+            q = kiln_optim::apply_updates(&q, &u);
+        }
+        for (a, b) in p.iter().zip(&q) {
+            let (a, b) = (a.to_vec::<f32>(), b.to_vec::<f32>());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{}: {x} vs {y}", cfg.name);
+            }
+        }
+    }
+
+    fn cfg(name: &str, lr: f64) -> OptimizerConfig {
+        OptimizerConfig { name: name.into(), lr, ..Default::default() }
+    }
+
+    #[test]
+    fn the_trainer_chain_equals_the_kiln_optim_aliases() {
+        let lr = Schedule::from(0.01);
+        assert_matches(cfg("adam", 0.01), adam(lr.clone(), 0.9, 0.999, 1e-8));
+        let sgd_m = OptimizerConfig { momentum: Some(0.9), nesterov: true, ..cfg("sgd", 0.01) };
+        assert_matches(sgd_m, sgd(lr.clone(), Some(0.9), true));
+        let rms = OptimizerConfig { momentum: Some(0.5), eps: 1e-8, ..cfg("rmsprop", 0.01) };
+        assert_matches(rms, rmsprop(lr.clone(), 0.9, 1e-8, Some(0.5), false));
+        let lamb_cfg = OptimizerConfig { weight_decay: 0.01, eps: 1e-6, ..cfg("lamb", 0.01) };
+        assert_matches(lamb_cfg, lamb(lr.clone(), 0.9, 0.999, 1e-6, 0.01, None));
+        let lars_cfg = OptimizerConfig { weight_decay: 1e-4, ..cfg("lars", 0.01) };
+        assert_matches(lars_cfg, lars(lr.clone(), 1e-4, None, 1e-3, 0.0, 0.9, false));
+        assert_matches(cfg("adafactor", 0.01), adafactor(lr.clone(), AdafactorOptions::default()));
+        let af =
+            OptimizerConfig { momentum: Some(0.9), weight_decay: 1e-3, ..cfg("adafactor", 0.01) };
+        let o = AdafactorOptions {
+            momentum: Some(0.9),
+            weight_decay_rate: Some(1e-3),
+            ..AdafactorOptions::default()
+        };
+        assert_matches(af, adafactor(lr, o));
     }
 }

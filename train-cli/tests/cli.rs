@@ -419,6 +419,10 @@ fn every_optimizer_name_trains() {
         ("adabelief", &[]),
         ("lion", &["optimizer.lr=0.001"]),
         ("lamb", &["optimizer.weight_decay=0.01"]),
+        ("lars", &["optimizer.lr=0.5", "optimizer.weight_decay=1e-4"]),
+        ("rmsprop", &["optimizer.momentum=0.5"]),
+        ("adafactor", &["optimizer.lr=0.01"]),
+        ("adafactor", &["optimizer.lr=0.01", "optimizer.momentum=0.9"]),
         ("rmsprop", &[]),
         ("adagrad", &["optimizer.lr=0.03"]),
         ("adadelta", &["optimizer.lr=1.0"]),
@@ -630,5 +634,53 @@ fn json_summary_and_plot() {
         ok(bin().arg("plot").arg(d.join("metrics.jsonl")).arg("-o").arg(&png));
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
+    }
+}
+
+#[test]
+fn tensorboard_event_files_hold_the_metrics() {
+    let d = tmpdir("tensorboard");
+    let c = tiny_config(&d);
+    let tb = d.join("tb");
+    let set = format!("logging.tensorboard=\"{}\"", tb.display());
+    ok(bin().args(["run", "--quiet", "--set", &set]).arg(&c));
+    let files: Vec<PathBuf> = std::fs::read_dir(&tb).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let scalars = kiln_train::tensorboard::read_scalars(&files[0]).unwrap();
+    let metrics = d.join("metrics.jsonl");
+    let pick = |tag: &str| -> Vec<(u64, f32)> {
+        scalars.iter().filter(|s| s.1 == tag).map(|s| (s.0, s.2)).collect()
+    };
+    let json = |kind: &str, field: &str| -> Vec<(u64, f32)> {
+        records(&metrics, kind)
+            .iter()
+            .map(|v| (v["step"].as_u64().unwrap(), v[field].as_f64().unwrap() as f32))
+            .collect()
+    };
+    assert_eq!(pick("train/loss"), json("train", "loss"));
+    assert_eq!(pick("train/lr"), json("train", "lr"));
+    assert_eq!(pick("eval/loss"), json("eval", "eval_loss"));
+    assert_eq!(pick("eval/acc").len(), 2);
+    // TensorBoard itself reads the file (when it is installed).
+    let has_tb = Command::new("python3")
+        .args(["-c", "import tensorboard.backend.event_processing.event_accumulator"])
+        .status();
+    if has_tb.is_ok_and(|s| s.success()) {
+        let script = "import sys\n\
+            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+            a = EventAccumulator(sys.argv[1]); a.Reload()\n\
+            ev = a.Scalars('train/loss')\n\
+            print(len(ev), ev[-1].step, repr(ev[-1].value), sorted(a.Tags()['scalars']))";
+        let out = ok(Command::new("python3").args(["-c", script]).arg(&tb));
+        let (n, step, value) = {
+            let mut f = out.split_whitespace();
+            let mut next = || f.next().unwrap().to_string();
+            (next(), next(), next().parse::<f32>().unwrap())
+        };
+        let last = json("train", "loss").last().copied().unwrap();
+        assert_eq!((n.as_str(), step.as_str(), value), ("12", "12", last.1), "{out}");
+        assert!(out.contains("'eval/loss'") && out.contains("'train/grad_norm'"), "{out}");
+    } else {
+        eprintln!("python3 with tensorboard not found: skipping the TensorBoard read check");
     }
 }
