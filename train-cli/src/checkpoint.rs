@@ -28,9 +28,14 @@ pub struct CheckpointMeta {
     pub kiln_version: String,
     /// FNV-1a 64 checksum over tensor names, dtypes, shapes and bytes (hex).
     pub checksum: String,
-    /// The lowest evaluation loss seen up to this step (with `[checkpoint] keep_best`).
+    /// The lowest evaluation loss seen up to this step (with `[checkpoint] keep_best` and
+    /// `best_metric = "eval_loss"`).
     #[serde(default)]
     pub best_eval_loss: Option<f64>,
+    /// The highest evaluation accuracy seen up to this step (with `[checkpoint] keep_best`
+    /// and `best_metric = "eval_acc"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_eval_acc: Option<f64>,
 }
 
 /// A loaded checkpoint: metadata and named tensors.

@@ -141,7 +141,7 @@ pub struct OptimizerConfig {
     /// `"adam"`, `"adamw"` (Adam; set `weight_decay`), `"nadam"`, `"amsgrad"`,
     /// `"adabelief"`, `"lion"` (uses `b1`, `b2`; Optax's `b2` is 0.99), `"lamb"` (Adam,
     /// weight decay, trust ratio), `"lars"` (weight decay, trust ratio, learning rate, then
-    /// momentum), `"rmsprop"` (`decay`, optional `momentum` after the learning rate),
+    /// momentum), `"rmsprop"` (`decay`, `centered`, optional `momentum` after the learning rate),
     /// `"adadelta"` (uses `decay`), `"adagrad"`, `"adafactor"` (factored second moments,
     /// block-RMS clipping at 1, updates scaled by the parameters' RMS; optional `momentum`;
     /// its weight decay is added after the learning rate, as in Optax; Optax's suggested
@@ -173,6 +173,9 @@ pub struct OptimizerConfig {
     /// Gradient accumulation: average the gradients of this many batches per optimizer
     /// step (the effective batch is `accumulate * data.batch_size`). Default 1.
     pub accumulate: i64,
+    /// RMSProp: centred (divide by the standard deviation of the gradients, not their
+    /// RMS; Optax's `centered`). Default `false`.
+    pub centered: bool,
     /// SGD: Nesterov momentum. Default `false`.
     pub nesterov: bool,
     /// Clip gradients to this global L2 norm (0 = no clipping). Default 0.
@@ -195,6 +198,7 @@ impl Default for OptimizerConfig {
             trust_coefficient: None,
             decay: 0.9,
             accumulate: 1,
+            centered: false,
             nesterov: false,
             clip_by_global_norm: 0.0,
             schedule: ScheduleConfig::default(),
@@ -286,9 +290,12 @@ pub struct CheckpointConfig {
     /// Write checkpoints on a background thread while training goes on. Default `true`.
     #[serde(rename = "async")]
     pub async_save: bool,
-    /// Also keep `best.safetensors`, the checkpoint with the lowest evaluation loss so far
+    /// Also keep `best.safetensors`, the checkpoint with the best `best_metric` so far
     /// (every evaluation that improves on it writes a checkpoint). Default `false`.
     pub keep_best: bool,
+    /// The metric `keep_best` ranks by: `"eval_loss"` (lowest) or `"eval_acc"` (highest).
+    /// Default `"eval_loss"`.
+    pub best_metric: String,
 }
 
 impl Default for CheckpointConfig {
@@ -299,6 +306,7 @@ impl Default for CheckpointConfig {
             keep: 3,
             async_save: true,
             keep_best: false,
+            best_metric: "eval_loss".into(),
         }
     }
 }
@@ -501,6 +509,7 @@ impl Config {
         one_of("optimizer.name", &self.optimizer.name, OPTIMIZERS)?;
         one_of("optimizer.schedule.name", &self.optimizer.schedule.name, SCHEDULES)?;
         one_of("train.precision", &self.train.precision, &["f32", "bf16"])?;
+        one_of("checkpoint.best_metric", &self.checkpoint.best_metric, &["eval_loss", "eval_acc"])?;
         one_of(
             "optimizer.weight_decay_mask",
             &self.optimizer.weight_decay_mask,
@@ -643,6 +652,23 @@ mod tests {
         c.validate().unwrap();
         let back = from_str(&c.to_toml(), "x.toml", &[]).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn every_shipped_example_config_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                c.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // Every field is a known one (load denies unknown keys) and survives TOML.
+                assert_eq!(from_str(&c.to_toml(), "x.toml", &[]).unwrap(), c);
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "found {n} example configs in {}", dir.display());
     }
 
     #[test]

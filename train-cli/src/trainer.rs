@@ -24,11 +24,11 @@ use crate::tensorboard::EventWriter;
 use kiln_optim::{
     AdafactorOptions, AddDecayedWeights, ClipByBlockRms, ClipByGlobalNorm, Ema, Mask,
     ScaleByAdadelta, ScaleByAdam, ScaleByAmsgrad, ScaleByBelief, ScaleByFactoredRms, ScaleByLion,
-    ScaleByParamBlockRms, ScaleByRms, ScaleByRss, ScaleByTrustRatio, Trace, Transform,
-    add_decayed_weights, clip_by_block_rms, clip_by_global_norm, ema, global_norm,
+    ScaleByParamBlockRms, ScaleByRms, ScaleByRss, ScaleByStddev, ScaleByTrustRatio, Trace,
+    Transform, add_decayed_weights, clip_by_block_rms, clip_by_global_norm, ema, global_norm,
     scale_by_adadelta, scale_by_adam, scale_by_amsgrad, scale_by_belief, scale_by_factored_rms,
-    scale_by_lion, scale_by_param_block_rms, scale_by_rms, scale_by_rss, scale_by_trust_ratio,
-    trace,
+    scale_by_lion, scale_by_param_block_rms, scale_by_rms, scale_by_rss, scale_by_stddev,
+    scale_by_trust_ratio, trace,
 };
 
 /// The update direction of `[optimizer] name`: at most one part is set (none for plain
@@ -46,6 +46,7 @@ pub type Direction = (
     Option<ScaleByAdadelta>,
     Option<ScaleByFactoredRms>,
     Option<ClipByBlockRms>,
+    Option<ScaleByStddev>,
 );
 
 /// What follows the learning rate: Adafactor's parameter-scale, momentum (an EMA) and
@@ -74,7 +75,7 @@ pub type OptState<P> = <Optimizer as Transform>::State<P>;
 pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
     let (b1, b2, eps) = (cfg.b1, cfg.b2, cfg.eps);
     let momentum = cfg.momentum.filter(|&m| m > 0.0);
-    let mut dir: Direction = (None, None, None, None, None, None, None, None, None, None);
+    let mut dir: Direction = (None, None, None, None, None, None, None, None, None, None, None);
     let mut after: AfterLr = (None, None, None, None);
     let decay = |cfg: &OptimizerConfig| {
         (cfg.weight_decay != 0.0).then(|| {
@@ -100,6 +101,10 @@ pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
         "amsgrad" => dir.1 = Some(scale_by_amsgrad(b1, b2, eps, 0.0)),
         "adabelief" => dir.2 = Some(scale_by_belief(b1, b2, eps, 1e-16, false)),
         "lion" => dir.3 = Some(scale_by_lion(b1, b2)),
+        "rmsprop" if cfg.centered => {
+            dir.10 = Some(scale_by_stddev(cfg.decay, eps, 0.0));
+            after.1 = momentum.map(|m| trace(m, cfg.nesterov));
+        }
         "rmsprop" => {
             dir.5 = Some(scale_by_rms(cfg.decay, eps, 0.0));
             after.1 = momentum.map(|m| trace(m, cfg.nesterov));
@@ -507,9 +512,14 @@ impl<M: Model> Trainer<M> {
         Ok(EvalMetrics { loss: loss / n, acc: correct / n })
     }
 
+    /// Checkpoint metadata; `best` is the best score so far (lower is better: the loss, or
+    /// minus the accuracy with `best_metric = "eval_acc"`).
     fn meta(&self, step: u64, key: &Array, loader: &LoaderState, best: f64) -> CheckpointMeta {
+        let by_acc = self.config.checkpoint.best_metric == "eval_acc";
+        let best = best.is_finite().then_some(best);
         CheckpointMeta {
-            best_eval_loss: best.is_finite().then_some(best),
+            best_eval_loss: best.filter(|_| !by_acc),
+            best_eval_acc: best.filter(|_| by_acc).map(|b| -b),
             step,
             config: self.config.to_toml(),
             rng_key: key.to_vec::<u32>(),
@@ -569,7 +579,11 @@ impl<M: Model> Trainer<M> {
             })?;
             key = Array::from_vec(ck.meta.rng_key.clone(), [ck.meta.rng_key.len()]);
             step = ck.meta.step;
-            best = ck.meta.best_eval_loss.unwrap_or(f64::INFINITY);
+            best = if cfg.checkpoint.best_metric == "eval_acc" {
+                ck.meta.best_eval_acc.map_or(f64::INFINITY, |a| -a)
+            } else {
+                ck.meta.best_eval_loss.unwrap_or(f64::INFINITY)
+            };
         }
         let mut it = loader.iter_from(&loader_state)?;
         if let Some((path, _)) = resumed.as_ref().filter(|_| !opts.quiet) {
@@ -694,8 +708,10 @@ impl<M: Model> Trainer<M> {
             let mut improved = false;
             if do_eval || step == total {
                 ev = self.evaluate_with(&eval, &st.params, &st.model_state)?;
-                if cfg.checkpoint.keep_best && ev.loss < best {
-                    best = ev.loss;
+                let score =
+                    if cfg.checkpoint.best_metric == "eval_acc" { -ev.acc } else { ev.loss };
+                if cfg.checkpoint.keep_best && score < best {
+                    best = score;
                     improved = true;
                 }
                 let mut rec = serde_json::json!({"kind": "eval", "step": step, "epoch": epoch, "eval_loss": ev.loss, "eval_acc": ev.acc});
@@ -798,7 +814,7 @@ impl<M: Model> Trainer<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_optim::{Schedule, adafactor, adam, lamb, lars, rmsprop, sgd};
+    use kiln_optim::{Schedule, adafactor, adam, lamb, lars, rmsprop, rmsprop_centered, sgd};
 
     /// Parameters with a factored (>= 128 x 128) matrix, a small matrix and a vector.
     fn params() -> Vec<Array> {
@@ -856,6 +872,8 @@ mod tests {
         assert_matches(sgd_m, sgd(lr.clone(), Some(0.9), true));
         let rms = OptimizerConfig { momentum: Some(0.5), eps: 1e-8, ..cfg("rmsprop", 0.01) };
         assert_matches(rms, rmsprop(lr.clone(), 0.9, 1e-8, Some(0.5), false));
+        let centered = OptimizerConfig { centered: true, ..cfg("rmsprop", 0.01) };
+        assert_matches(centered, rmsprop_centered(lr.clone(), 0.9, 1e-8, None, false));
         let lamb_cfg = OptimizerConfig { weight_decay: 0.01, eps: 1e-6, ..cfg("lamb", 0.01) };
         assert_matches(lamb_cfg, lamb(lr.clone(), 0.9, 0.999, 1e-6, 0.01, None));
         let lars_cfg = OptimizerConfig { weight_decay: 1e-4, ..cfg("lars", 0.01) };

@@ -337,6 +337,26 @@ fn keep_best_keeps_the_lowest_eval_loss() {
     let names: Vec<_> =
         std::fs::read_dir(d.join("ckpt")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
+
+    // Ranked by accuracy instead: the first evaluation with the highest accuracy.
+    let a = tmpdir("best-acc");
+    let c = tiny_config(&a);
+    ok(bin()
+        .args(["run", "--quiet", "--set", "checkpoint.keep_best=true"])
+        .args(["--set", "checkpoint.best_metric=\"eval_acc\"", "--set", "train.eval_every=2"])
+        .arg(&c));
+    let evals: Vec<(u64, f64)> = records(&a.join("metrics.jsonl"), "eval")
+        .iter()
+        .map(|v| (v["step"].as_u64().unwrap(), v["eval_acc"].as_f64().unwrap()))
+        .collect();
+    let top = evals.iter().map(|e| e.1).fold(f64::NEG_INFINITY, f64::max);
+    let first_top = evals.iter().find(|e| e.1 == top).unwrap();
+    let json = ok(bin().args(["inspect", "--json"]).arg(a.join("ckpt/best.safetensors")));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["meta"]["step"], first_top.0, "{evals:?}");
+    assert!((v["meta"]["best_eval_acc"].as_f64().unwrap() - top).abs() < 1e-6);
+    let err = fails(bin().args(["validate", "--set", "checkpoint.best_metric=\"acc\""]).arg(&c));
+    assert!(err.contains("checkpoint.best_metric"), "{err}");
 }
 
 #[test]
@@ -421,6 +441,7 @@ fn every_optimizer_name_trains() {
         ("lamb", &["optimizer.weight_decay=0.01"]),
         ("lars", &["optimizer.lr=0.5", "optimizer.weight_decay=1e-4"]),
         ("rmsprop", &["optimizer.momentum=0.5"]),
+        ("rmsprop", &["optimizer.centered=true"]),
         ("adafactor", &["optimizer.lr=0.01"]),
         ("adafactor", &["optimizer.lr=0.01", "optimizer.momentum=0.9"]),
         ("rmsprop", &[]),
