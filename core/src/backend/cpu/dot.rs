@@ -96,21 +96,42 @@ fn matmul<T: GemmFloat>(
         return;
     }
     // SAFETY: the assert above keeps every element gemm reads or writes inside `dst`, `a`
-    // and `b`; `dst` is a unique borrow, so it aliases neither input. `T` is f32 or f64, which
-    // gemm supports. With `read_dst = false` gemm computes `dst = 1 * a @ b`.
+    // and `b`; `dst` is a unique borrow, so it aliases neither input.
+    unsafe { matmul_unchecked((m, n, k), dst.as_mut_ptr(), d, a.as_ptr(), am, b.as_ptr(), bm, par) }
+}
+
+/// [`matmul`] on raw pointers, without its checks.
+///
+/// # Safety
+/// Every element of the `m x k`, `k x n` and `m x n` views must lie inside the allocations
+/// behind `a`, `b` and `dst`, `k > 0`, and no other thread may read or write the elements
+/// of the `dst` view meanwhile.
+#[allow(clippy::too_many_arguments)] // three strided operands plus sizes and threading
+unsafe fn matmul_unchecked<T: GemmFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    d: MatRef,
+    a: *const T,
+    am: MatRef,
+    b: *const T,
+    bm: MatRef,
+    par: Parallelism,
+) {
+    // SAFETY: guaranteed by the caller; `T` is f32 or f64, which gemm supports. With
+    // `read_dst = false` gemm computes `dst = 1 * a @ b`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().add(d.off),
+            dst.add(d.off),
             d.cs as isize,
             d.rs as isize,
             false,
-            a.as_ptr().add(am.off),
+            a.add(am.off),
             am.cs as isize,
             am.rs as isize,
-            b.as_ptr().add(bm.off),
+            b.add(bm.off),
             bm.cs as isize,
             bm.rs as isize,
             T::ZERO,
@@ -121,6 +142,64 @@ fn matmul<T: GemmFloat>(
             par,
         )
     }
+}
+
+/// The output pointer of [`matmul_cols`], shared by the threads that write its disjoint
+/// column blocks.
+#[derive(Clone, Copy)]
+struct ColsOut<T>(*mut T);
+// SAFETY: each thread writes only its own column block (see `matmul_cols`).
+unsafe impl<T> Send for ColsOut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for ColsOut<T> {}
+
+impl<T> ColsOut<T> {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
+/// A row-major `m x n` product split into one block of columns per thread, each a
+/// single-threaded `gemm`. For short, wide products (the `m = batch` rows of a layer)
+/// this beats `gemm`'s own threading, which splits the few rows: measured here on
+/// `[128, 512] x [512, 512]^T` (a backward pass) 1.3-1.6x, on the forward products
+/// about 1.1x.
+#[allow(clippy::too_many_arguments)] // three strided operands plus sizes and threading
+fn matmul_cols<T: GemmFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    a: &[T],
+    am: MatRef,
+    b: &[T],
+    bm: MatRef,
+    threads: usize,
+) {
+    let d = MatRef::new(0, n, 1);
+    assert!(
+        k > 0 && d.fits(dst.len(), m, n) && am.fits(a.len(), m, k) && bm.fits(b.len(), k, n),
+        "matmul view out of bounds"
+    );
+    // Blocks are whole multiples of 16 columns (an AVX-512 register of f32).
+    let w = n.div_ceil(threads).next_multiple_of(16);
+    let out = ColsOut(dst.as_mut_ptr());
+    (0..n.div_ceil(w)).into_par_iter().for_each(|j| {
+        let (c0, c1) = (j * w, ((j + 1) * w).min(n));
+        // SAFETY: the assert above bounds every view; block `j` writes only columns
+        // `c0..c1` of `dst`, which no other block touches, and reads the shared inputs.
+        unsafe {
+            matmul_unchecked(
+                (m, c1 - c0, k),
+                out.ptr(),
+                MatRef::new(c0, n, 1),
+                a.as_ptr(),
+                am,
+                b.as_ptr(),
+                MatRef::new(bm.off + c0 * bm.cs, bm.rs, bm.cs),
+                Parallelism::None,
+            )
+        }
+    });
 }
 
 // ---- dot_general ------------------------------------------------------------------------
@@ -313,6 +392,9 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec) -> Vec<T> {
     let threads = rayon::current_num_threads();
     if nb > 1 && (per < BATCH_PAR_MAX || nb >= threads) && nb * per >= LOOP_PAR_MIN {
         out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, Parallelism::None));
+    } else if nb == 1 && threads > 1 && per >= GEMM_PAR_MIN && 2 * m <= n {
+        let (am, bm) = (MatRef::new(0, ls[1], ls[2]), MatRef::new(0, rs[1], rs[2]));
+        matmul_cols((m, n, k), &mut out, &la, am, &rb, bm, threads);
     } else {
         let par = if per >= GEMM_PAR_MIN { Parallelism::Rayon(0) } else { Parallelism::None };
         for (bi, dst) in out.chunks_mut(m * n).enumerate() {
@@ -920,6 +1002,11 @@ mod tests {
             (v(&[16, 32, 40]), v(&[16, 40, 24]), v(&[2]), v(&[1]), v(&[0]), v(&[0])),
             // big enough for a multithreaded gemm (rhs transposed)
             (v(&[100, 80]), v(&[90, 80]), v(&[1]), v(&[1]), v(&[]), v(&[])),
+            // short and wide: split into column blocks (ragged last block), plain and
+            // with either operand transposed
+            (v(&[8, 400]), v(&[400, 300]), v(&[1]), v(&[0]), v(&[]), v(&[])),
+            (v(&[12, 300]), v(&[330, 300]), v(&[1]), v(&[1]), v(&[]), v(&[])),
+            (v(&[300, 12]), v(&[300, 330]), v(&[0]), v(&[0]), v(&[]), v(&[])),
         ]
     }
 
