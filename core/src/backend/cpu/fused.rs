@@ -303,7 +303,7 @@ fn run_typed<T: Real>(
             _ => None,
         })
         .collect();
-    let ctx = Ctx { prog, ins: &ins, ptrs: &ptrs, reduces: &reduces };
+    let ctx = Ctx { simd: level(), prog, ins: &ins, ptrs: &ptrs, reduces: &reduces };
     if inner >= CHUNK || reduces.is_empty() {
         // Work items split rows; partial reductions are combined per row in order.
         let per_row = inner.div_ceil(CHUNK).max(1);
@@ -407,6 +407,7 @@ fn identity(kind: Reduce) -> f64 {
 }
 
 struct Ctx<'a, T> {
+    simd: Simd,
     prog: &'a FusedProgram,
     ins: &'a [In<T>],
     ptrs: &'a [OutPtr<T>],
@@ -501,22 +502,7 @@ impl<T: Real> Ctx<'_, T> {
             match ins {
                 Instr::Load { input, .. } => self.load(*input, d, off),
                 Instr::Const { value, .. } => d.fill(T::from_f64(*value)),
-                Instr::Unary { prim, a, .. } => unary(prim, regs.get(*a, len), d),
-                Instr::Binary { prim, a, b, .. } => {
-                    binary(prim, regs.get(*a, len), regs.get(*b, len), d)
-                }
-                Instr::Select { p, t, f, .. } => {
-                    let (p, t, f) = (regs.get(*p, len), regs.get(*t, len), regs.get(*f, len));
-                    for i in 0..len {
-                        d[i] = if p[i] != T::ZERO { t[i] } else { f[i] };
-                    }
-                }
-                Instr::Clamp { lo, x, hi, .. } => {
-                    let (lo, x, hi) = (regs.get(*lo, len), regs.get(*x, len), regs.get(*hi, len));
-                    for i in 0..len {
-                        d[i] = min_nan(max_nan(x[i], lo[i]), hi[i]);
-                    }
-                }
+                _ => compute_dispatch(self.simd, ins, regs, d),
             }
         }
         regs.ptrs[dst] = d.as_ptr();
@@ -617,6 +603,113 @@ impl<T> Regs<T> {
     }
 }
 
+/// The widest vector instruction set the fused loops run with on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+enum Simd {
+    /// The build's baseline (SSE2 on x86-64).
+    Base,
+    /// AVX2 and FMA (256-bit vectors).
+    Avx2,
+    /// AVX-512 F/VL plus AVX2 and FMA (512-bit vectors).
+    Avx512,
+}
+
+/// [`Simd`] of this CPU, detected once.
+fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 =
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            if avx2
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                return Simd::Avx512;
+            }
+            if avx2 {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A lower level than the CPU's for programs run on this thread (tests compare them).
+    static FORCED: std::cell::Cell<Option<Simd>> = const { std::cell::Cell::new(None) };
+}
+
+/// The level fused programs started on this thread run at.
+fn level() -> Simd {
+    #[cfg(test)]
+    if let Some(l) = FORCED.with(|f| f.get()) {
+        return l.min_level(simd());
+    }
+    simd()
+}
+
+#[cfg(test)]
+impl Simd {
+    fn min_level(self, other: Simd) -> Simd {
+        if self <= other { self } else { other }
+    }
+}
+
+/// Runs a computing instruction (unary, binary, select, clamp) into `d`, compiled for
+/// the widest [`Simd`] level the CPU has. Every level computes the same bits: Rust never
+/// contracts `a * b + c` into an FMA on its own, and explicit `mul_add`s are exact on
+/// every level.
+#[inline]
+fn compute_dispatch<T: Real>(level: Simd, ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<T: Real>(ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
+            compute(ins, regs, d)
+        }
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512<T: Real>(ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
+            compute(ins, regs, d)
+        }
+        match level {
+            // SAFETY: `simd()` detected these features on this CPU.
+            Simd::Avx512 => return unsafe { avx512(ins, regs, d) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { avx2(ins, regs, d) },
+            Simd::Base => {}
+        }
+    }
+    let _ = level;
+    compute(ins, regs, d)
+}
+
+/// The loop of a computing instruction over one tile (`d.len()` elements); inlined into
+/// each [`Simd`] variant of [`compute_dispatch`].
+#[inline(always)]
+fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
+    let len = d.len();
+    match ins {
+        Instr::Unary { prim, a, .. } => unary(prim, regs.get(*a, len), d),
+        Instr::Binary { prim, a, b, .. } => binary(prim, regs.get(*a, len), regs.get(*b, len), d),
+        Instr::Select { p, t, f, .. } => {
+            let (p, t, f) = (regs.get(*p, len), regs.get(*t, len), regs.get(*f, len));
+            for i in 0..len {
+                d[i] = if p[i] != T::ZERO { t[i] } else { f[i] };
+            }
+        }
+        Instr::Clamp { lo, x, hi, .. } => {
+            let (lo, x, hi) = (regs.get(*lo, len), regs.get(*x, len), regs.get(*hi, len));
+            for i in 0..len {
+                d[i] = min_nan(max_nan(x[i], lo[i]), hi[i]);
+            }
+        }
+        Instr::Load { .. } | Instr::Const { .. } => unreachable!("loads are not computed"),
+    }
+}
+
 fn reduce_tile<T: Real>(kind: Reduce, r: &[T]) -> f64 {
     match kind {
         Reduce::Sum => {
@@ -641,6 +734,7 @@ fn reduce_tile<T: Real>(kind: Reduce, r: &[T]) -> f64 {
     }
 }
 
+#[inline(always)]
 fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
     macro_rules! m {
         (|$x:ident| $e:expr) => {
@@ -683,6 +777,7 @@ fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
     }
 }
 
+#[inline(always)]
 fn binary<T: Real>(prim: &Prim, a: &[T], b: &[T], d: &mut [T]) {
     macro_rules! m {
         (|$x:ident, $y:ident| $e:expr) => {
@@ -754,4 +849,45 @@ pub fn is_fusable(prim: &Prim) -> bool {
             | Select
             | Clamp
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Array, Jit};
+
+    /// Every SIMD level this CPU has computes the same bits as the baseline build, over
+    /// each kind of fused instruction (transcendentals, division, select, clamp, powers,
+    /// comparisons, broadcasts and row reductions), on tiles with ragged ends.
+    #[test]
+    fn every_simd_level_computes_the_same_bits() {
+        let key = crate::random::key(5);
+        let ks = crate::random::split_n(&key, 2);
+        let x = crate::random::normal(&ks[0], &[37, 301], crate::DType::F32) * 4.0f32;
+        let y = crate::random::normal(&ks[1], &[301], crate::DType::F32);
+        let f = Jit::new(|(x, y): &(Array, Array)| {
+            let a = x.exp() / (y.abs() + 0.5f32) + x.tanh() * y - crate::lax::logistic(x);
+            let b = crate::numpy::where_(
+                x.gt(0.0f32),
+                (x.abs() + 1.0f32).sqrt(),
+                crate::lax::integer_pow(x, 3),
+            );
+            let c = (&a * &b).clip(-3.0f32, 3.0f32).maximum(y) + x.sin() * x.cos();
+            (c.sum_axes([-1], false), c.max_axes([-1], false), c)
+        });
+        let run = |l: Simd| {
+            FORCED.with(|f| f.set(Some(l)));
+            let (s, m, c) = f.call(&(x.clone(), y.clone()));
+            FORCED.with(|f| f.set(None));
+            (s.to_vec::<f32>(), m.to_vec::<f32>(), c.to_vec::<f32>())
+        };
+        let base = run(Simd::Base);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for l in [Simd::Avx2, Simd::Avx512].into_iter().filter(|&l| l <= simd()) {
+            let got = run(l);
+            assert_eq!(bits(&got.0), bits(&base.0), "{l:?} sums");
+            assert_eq!(bits(&got.1), bits(&base.1), "{l:?} maxima");
+            assert_eq!(bits(&got.2), bits(&base.2), "{l:?} elements");
+        }
+    }
 }
