@@ -248,6 +248,39 @@ fn passes_fold_simplify_dedupe_and_drop_dead_code() {
 }
 
 #[test]
+fn transposed_batched_products_swap_their_operands() {
+    // out[b, j, i] = sum_k x[b, i, k] y[b, k, j]: the transpose folds into the product.
+    let f = Jit::new(|(x, y): &(Array, Array)| {
+        let d = kiln::lax::dot_general(x, y, ((&[2], &[1]), (&[0], &[0])));
+        d.transpose([0, 2, 1])
+    });
+    let args = (data(&[3, 4, 5], 1, DType::F32), data(&[3, 5, 6], 2, DType::F32));
+    let text = f.lower(&args).to_string();
+    assert!(!text.contains("transpose"), "{text}");
+    let want =
+        kiln::lax::dot_general(&args.0, &args.1, ((&[2], &[1]), (&[0], &[0]))).transpose([0, 2, 1]);
+    assert_eq!(f.call(&args).shape(), &[3, 6, 4]);
+    close(&f.call(&args), &want, 1e-5);
+    // Per-example gradients (vmap of grad of a matmul) need no transpose either.
+    let g = Jit::new(|(w, xs): &(Array, Array)| {
+        kiln::vmap(|x: &Array| kiln::grad(|w: &Array| x.matmul(w).tanh().sum())(w))(xs)
+    });
+    let (w, xs) = (data(&[5, 3], 3, DType::F32), data(&[4, 2, 5], 4, DType::F32));
+    let text = g.lower(&(w.clone(), xs.clone())).to_string();
+    assert!(!text.contains("transpose"), "{text}");
+    let eager: Vec<Array> = (0..4)
+        .map(|i| {
+            let x = xs.slice_axis(0, i, i + 1, 1).reshape([2, 5]);
+            kiln::grad(|w: &Array| x.matmul(w).tanh().sum())(&w)
+        })
+        .collect();
+    let got = g.call(&(w, xs));
+    for (i, e) in eager.iter().enumerate() {
+        close(&got.slice_axis(0, i as isize, i as isize + 1, 1).reshape([5, 3]), e, 1e-5);
+    }
+}
+
+#[test]
 fn compiled_display_shows_fusion_and_buffer_plan() {
     let x = data(&[64, 32], 1, DType::F32);
     let w = data(&[32, 16], 2, DType::F32);

@@ -155,23 +155,24 @@ impl Rewriter {
                     let perm: Vec<usize> = perm.iter().map(|&i| p1[i]).collect();
                     return Some((Some(Prim::Transpose { perm }), vec![inner[0].clone()]));
                 }
-                // (a . b)^T = b^T . a^T: swap the operands instead of moving the result.
+                // (a . b)^T = b^T . a^T: swap the operands instead of moving the result
+                // (batch dims stay in front; e.g. per-example weight gradients under vmap).
                 if let Some((
                     Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch },
                     operands,
                 )) = def(&ins[0])
-                    && lhs_batch.is_empty()
-                    && rhs_batch.is_empty()
                 {
-                    let nl = operands[0].aval().ndim() - lhs_contract.len();
-                    let nr = operands[1].aval().ndim() - rhs_contract.len();
-                    let swapped: Vec<usize> = (nl..nl + nr).chain(0..nl).collect();
+                    let nb = lhs_batch.len();
+                    let nl = operands[0].aval().ndim() - lhs_contract.len() - nb;
+                    let nr = operands[1].aval().ndim() - rhs_contract.len() - nb;
+                    let swapped: Vec<usize> =
+                        (0..nb).chain(nb + nl..nb + nl + nr).chain(nb..nb + nl).collect();
                     if *perm == swapped {
                         let dot = Prim::DotGeneral {
                             lhs_contract: rhs_contract.clone(),
                             rhs_contract: lhs_contract.clone(),
-                            lhs_batch: vec![],
-                            rhs_batch: vec![],
+                            lhs_batch: rhs_batch.clone(),
+                            rhs_batch: lhs_batch.clone(),
                         };
                         return Some((Some(dot), vec![operands[1].clone(), operands[0].clone()]));
                     }

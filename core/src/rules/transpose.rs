@@ -56,8 +56,8 @@ fn dot_transpose_lhs(
         (nb + x_kept.len()..nb + x_kept.len() + y_kept.len()).collect()
     };
     // contract ct's y-part with y's kept dims; batch over the batch dims
-    let g = lax::dot_general(ct, y, ((&ans_y, &y_kept), (&ans_batch, yb)));
-    // g dims: batch, ct's remaining (= x kept), y's remaining (= y contract, in y order)
+    // g = dot_general(ct, y, ...) has dims: batch, ct's remaining (= x kept), y's remaining
+    // (= y contract, in y order); it is transposed into x's order below.
     let mut yc_order: Vec<usize> = (0..yc.len()).collect();
     yc_order.sort_by_key(|&i| yc[i]);
     let x_contract_sorted_by_y: Vec<usize> = yc_order.iter().map(|&i| xc[i]).collect();
@@ -67,7 +67,24 @@ fn dot_transpose_lhs(
     // out_axes = argsort(pos)
     let mut out_axes: Vec<usize> = (0..pos.len()).collect();
     out_axes.sort_by_key(|&i| pos[i]);
-    lax::transpose(&g, &out_axes)
+    dot_transposed(ct, y, (&ans_y, &y_kept, &ans_batch, yb), &out_axes)
+}
+
+/// `transpose(dot_general(a, b, dims), perm)`, computed as the product with its operands
+/// swapped when `perm` only exchanges the two groups of free dims (the batch dims staying
+/// in front): `(a . b)^T = b^T . a^T` writes the result in place instead of moving it.
+fn dot_transposed(
+    a: &Array,
+    b: &Array,
+    (ac, bc, ab, bb): (&[usize], &[usize], &[usize], &[usize]),
+    perm: &[usize],
+) -> Array {
+    let nb = ab.len();
+    let (nl, nr) = (a.ndim() - ac.len() - nb, b.ndim() - bc.len() - nb);
+    if perm.iter().copied().eq((0..nb).chain(nb + nl..nb + nl + nr).chain(nb..nb + nl)) {
+        return lax::dot_general(b, a, ((bc, ac), (bb, ab)));
+    }
+    lax::transpose(&lax::dot_general(a, b, ((ac, bc), (ab, bb))), perm)
 }
 
 fn dilate(n: usize, d: usize) -> i64 {
