@@ -150,6 +150,14 @@ fn records(metrics: &Path, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `(step, field)` of the metric records of `kind`.
+fn series(metrics: &Path, kind: &str, field: &str) -> Vec<(u64, f64)> {
+    records(metrics, kind)
+        .iter()
+        .map(|v| (v["step"].as_u64().unwrap(), v[field].as_f64().unwrap()))
+        .collect()
+}
+
 fn train_losses(metrics: &Path) -> Vec<(u64, String)> {
     records(metrics, "train")
         .iter()
@@ -323,10 +331,7 @@ fn keep_best_keeps_the_lowest_eval_loss() {
         ])
         .args(["--set", "checkpoint.every=100", "--set", "checkpoint.keep=1"])
         .arg(&c));
-    let evals: Vec<(u64, f64)> = records(&d.join("metrics.jsonl"), "eval")
-        .iter()
-        .map(|v| (v["step"].as_u64().unwrap(), v["eval_loss"].as_f64().unwrap()))
-        .collect();
+    let evals = series(&d.join("metrics.jsonl"), "eval", "eval_loss");
     assert_eq!(evals.len(), 6);
     let (best_step, best_loss) = evals.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
     let json = ok(bin().args(["inspect", "--json"]).arg(d.join("ckpt/best.safetensors")));
@@ -345,10 +350,7 @@ fn keep_best_keeps_the_lowest_eval_loss() {
         .args(["run", "--quiet", "--set", "checkpoint.keep_best=true"])
         .args(["--set", "checkpoint.best_metric=\"eval_acc\"", "--set", "train.eval_every=2"])
         .arg(&c));
-    let evals: Vec<(u64, f64)> = records(&a.join("metrics.jsonl"), "eval")
-        .iter()
-        .map(|v| (v["step"].as_u64().unwrap(), v["eval_acc"].as_f64().unwrap()))
-        .collect();
+    let evals = series(&a.join("metrics.jsonl"), "eval", "eval_acc");
     let top = evals.iter().map(|e| e.1).fold(f64::NEG_INFINITY, f64::max);
     let first_top = evals.iter().find(|e| e.1 == top).unwrap();
     let json = ok(bin().args(["inspect", "--json"]).arg(a.join("ckpt/best.safetensors")));
@@ -673,10 +675,7 @@ fn tensorboard_event_files_hold_the_metrics() {
         scalars.iter().filter(|s| s.1 == tag).map(|s| (s.0, s.2)).collect()
     };
     let json = |kind: &str, field: &str| -> Vec<(u64, f32)> {
-        records(&metrics, kind)
-            .iter()
-            .map(|v| (v["step"].as_u64().unwrap(), v[field].as_f64().unwrap() as f32))
-            .collect()
+        series(&metrics, kind, field).into_iter().map(|(s, v)| (s, v as f32)).collect()
     };
     assert_eq!(pick("train/loss"), json("train", "loss"));
     assert_eq!(pick("train/lr"), json("train", "lr"));
