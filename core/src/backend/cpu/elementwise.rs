@@ -87,16 +87,23 @@ where
     if x.len() < PAR_THRESHOLD {
         return x.iter().map(|&v| f(v)).collect();
     }
+    let level = super::simd();
+    let fill = |x: &[T], o: &mut [MaybeUninit<U>]| {
+        let f = &f;
+        super::simd_dispatch!(
+            level,
+            [T: Copy, U, F: Fn(T) -> U],
+            (x: &[T], o: &mut [MaybeUninit<U>], f: &F),
+            {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    o.write(f(v));
+                }
+            }
+        )
+    };
     // SAFETY: every chunk is written element by element, zipped with the input range of
     // the same length.
-    unsafe {
-        build(x.len(), CHUNK, |s, o: &mut [MaybeUninit<U>]| {
-            let x = &x[s..s + o.len()];
-            for (o, &v) in o.iter_mut().zip(x) {
-                o.write(f(v));
-            }
-        })
-    }
+    unsafe { build(x.len(), CHUNK, |s, o: &mut [MaybeUninit<U>]| fill(&x[s..s + o.len()], o)) }
 }
 
 /// `f` applied to every pair of elements (the slices have one length).
@@ -111,14 +118,25 @@ where
     if a.len() < PAR_THRESHOLD {
         return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
     }
+    let level = super::simd();
+    let fill = |a: &[A], b: &[B], o: &mut [MaybeUninit<U>]| {
+        let f = &f;
+        super::simd_dispatch!(
+            level,
+            [A: Copy, B: Copy, U, F: Fn(A, B) -> U],
+            (a: &[A], b: &[B], o: &mut [MaybeUninit<U>], f: &F),
+            {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    o.write(f(x, y));
+                }
+            }
+        )
+    };
     // SAFETY: every chunk is written element by element, zipped with input ranges of the
     // same length.
     unsafe {
         build(a.len(), CHUNK, |s, o: &mut [MaybeUninit<U>]| {
-            let (a, b) = (&a[s..s + o.len()], &b[s..s + o.len()]);
-            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                o.write(f(x, y));
-            }
+            fill(&a[s..s + o.len()], &b[s..s + o.len()], o)
         })
     }
 }
@@ -1283,6 +1301,43 @@ pub fn clamp(lo: &Storage, x: &Storage, hi: &Storage) -> Storage {
 
 #[cfg(test)]
 mod tests {
+    /// The eager elementwise kernels compute the same bits at every SIMD level this CPU
+    /// has (arrays big enough for the chunked, dispatched path; f32, f64 and bf16).
+    #[test]
+    fn every_simd_level_computes_the_same_bits() {
+        use crate::DType;
+        use crate::backend::cpu::{FORCED_SIMD, Simd};
+        let n = 3 * super::PAR_THRESHOLD + 7;
+        let key = crate::random::key(9);
+        let ks = crate::random::split_n(&key, 2);
+        let run = |level: Simd, dtype: DType| {
+            FORCED_SIMD.with(|f| f.set(Some(level)));
+            let x = (crate::random::normal(&ks[0], &[n], DType::F32) * 5.0f32).astype(dtype);
+            let y = crate::random::normal(&ks[1], &[n], DType::F32).astype(dtype);
+            let outs = [
+                x.exp(),
+                x.tanh(),
+                crate::lax::logistic(&x),
+                x.abs().sqrt(),
+                x.sin(),
+                &x / &y,
+                x.maximum(&y) - &y * &x,
+                crate::lax::integer_pow(&x, 3),
+            ];
+            FORCED_SIMD.with(|f| f.set(None));
+            outs.iter().map(|a| a.astype(DType::F64).to_vec::<f64>()).collect::<Vec<_>>()
+        };
+        let bits = |v: &[Vec<f64>]| -> Vec<Vec<u64>> {
+            v.iter().map(|o| o.iter().map(|x| x.to_bits()).collect()).collect()
+        };
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
+            let base = bits(&run(Simd::Base, dtype));
+            for l in [Simd::Avx2, Simd::Avx512] {
+                assert_eq!(bits(&run(l, dtype)), base, "{l:?} {dtype:?}");
+            }
+        }
+    }
+
     use super::*;
 
     const BIG: usize = PAR_THRESHOLD + 1234;

@@ -9,6 +9,7 @@
 
 use super::PAR_THRESHOLD;
 use super::elementwise::{Real, logistic, max_nan, min_nan, powi_float, sign_float};
+use super::{Simd, simd};
 use crate::backend::Storage;
 use crate::dtype::{DType, Element};
 use crate::prim::Prim;
@@ -303,7 +304,7 @@ fn run_typed<T: Real>(
             _ => None,
         })
         .collect();
-    let ctx = Ctx { simd: level(), prog, ins: &ins, ptrs: &ptrs, reduces: &reduces };
+    let ctx = Ctx { simd: simd(), prog, ins: &ins, ptrs: &ptrs, reduces: &reduces };
     if inner >= CHUNK || reduces.is_empty() {
         // Work items split rows; partial reductions are combined per row in order.
         let per_row = inner.div_ceil(CHUNK).max(1);
@@ -603,87 +604,13 @@ impl<T> Regs<T> {
     }
 }
 
-/// The widest vector instruction set the fused loops run with on this CPU.
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
-enum Simd {
-    /// The build's baseline (SSE2 on x86-64).
-    Base,
-    /// AVX2 and FMA (256-bit vectors).
-    Avx2,
-    /// AVX-512 F/VL plus AVX2 and FMA (512-bit vectors).
-    Avx512,
-}
-
-/// [`Simd`] of this CPU, detected once.
-fn simd() -> Simd {
-    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 =
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-            if avx2
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512vl")
-            {
-                return Simd::Avx512;
-            }
-            if avx2 {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Base
-    })
-}
-
-#[cfg(test)]
-thread_local! {
-    /// A lower level than the CPU's for programs run on this thread (tests compare them).
-    static FORCED: std::cell::Cell<Option<Simd>> = const { std::cell::Cell::new(None) };
-}
-
-/// The level fused programs started on this thread run at.
-fn level() -> Simd {
-    #[cfg(test)]
-    if let Some(l) = FORCED.with(|f| f.get()) {
-        return l.min_level(simd());
-    }
-    simd()
-}
-
-#[cfg(test)]
-impl Simd {
-    fn min_level(self, other: Simd) -> Simd {
-        if self <= other { self } else { other }
-    }
-}
-
 /// Runs a computing instruction (unary, binary, select, clamp) into `d`, compiled for
-/// the widest [`Simd`] level the CPU has. Every level computes the same bits: Rust never
-/// contracts `a * b + c` into an FMA on its own, and explicit `mul_add`s are exact on
-/// every level.
+/// the [`Simd`] level of the program's run (same bits on every level).
 #[inline]
 fn compute_dispatch<T: Real>(level: Simd, ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<T: Real>(ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
-            compute(ins, regs, d)
-        }
-        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<T: Real>(ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
-            compute(ins, regs, d)
-        }
-        match level {
-            // SAFETY: `simd()` detected these features on this CPU.
-            Simd::Avx512 => return unsafe { avx512(ins, regs, d) },
-            // SAFETY: as above.
-            Simd::Avx2 => return unsafe { avx2(ins, regs, d) },
-            Simd::Base => {}
-        }
-    }
-    let _ = level;
-    compute(ins, regs, d)
+    super::simd_dispatch!(level, [T: Real], (ins: &Instr, regs: &Regs<T>, d: &mut [T]), {
+        compute(ins, regs, d)
+    })
 }
 
 /// The loop of a computing instruction over one tile (`d.len()` elements); inlined into
@@ -876,14 +803,14 @@ mod tests {
             (c.sum_axes([-1], false), c.max_axes([-1], false), c)
         });
         let run = |l: Simd| {
-            FORCED.with(|f| f.set(Some(l)));
+            super::super::FORCED_SIMD.with(|f| f.set(Some(l)));
             let (s, m, c) = f.call(&(x.clone(), y.clone()));
-            FORCED.with(|f| f.set(None));
+            super::super::FORCED_SIMD.with(|f| f.set(None));
             (s.to_vec::<f32>(), m.to_vec::<f32>(), c.to_vec::<f32>())
         };
         let base = run(Simd::Base);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for l in [Simd::Avx2, Simd::Avx512].into_iter().filter(|&l| l <= simd()) {
+        for l in [Simd::Avx2, Simd::Avx512].into_iter().filter(|&l| l <= super::super::detected()) {
             let got = run(l);
             assert_eq!(bits(&got.0), bits(&base.0), "{l:?} sums");
             assert_eq!(bits(&got.1), bits(&base.1), "{l:?} maxima");

@@ -31,6 +31,85 @@ pub struct Operand<'a> {
 /// Minimum number of elements before a kernel splits work across threads.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 
+/// The widest vector instruction set the elementwise loops (eager and fused) run with on
+/// this CPU. Every level computes the same bits: Rust never contracts `a * b + c` into an
+/// FMA on its own, and the kernels' explicit `mul_add`s are exact on every level.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub(crate) enum Simd {
+    /// The build's baseline (SSE2 on x86-64).
+    Base,
+    /// AVX2 and FMA (256-bit vectors).
+    Avx2,
+    /// AVX-512 F/VL plus AVX2 and FMA (512-bit vectors).
+    Avx512,
+}
+
+/// [`Simd`] of this CPU, detected once.
+fn detected() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 =
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            if avx2
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                return Simd::Avx512;
+            }
+            if avx2 {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A lower level than the CPU's for kernels started on this thread (tests compare
+    /// the levels).
+    pub(crate) static FORCED_SIMD: std::cell::Cell<Option<Simd>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The level kernels started on this thread run at (read once per kernel call, on the
+/// calling thread, and passed to the worker threads).
+pub(crate) fn simd() -> Simd {
+    #[cfg(test)]
+    if let Some(l) = FORCED_SIMD.with(|f| f.get()) {
+        return if l <= detected() { l } else { detected() };
+    }
+    detected()
+}
+
+/// Runs `$body` (a loop over slices) compiled for `$level`: the body is pasted into one
+/// function per level, each with that level's target features, so it vectorizes with
+/// that level's instructions (what it calls must be `#[inline(always)]` to follow).
+macro_rules! simd_dispatch {
+    ($level:expr, [$($g:tt)*], ($($arg:ident: $ty:ty),*), $body:block) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<$($g)*>($($arg: $ty),*) $body
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512<$($g)*>($($arg: $ty),*) $body
+        #[inline(always)]
+        fn base<$($g)*>($($arg: $ty),*) $body
+        match $level {
+            // SAFETY: `simd()` detected the features of these levels on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            $crate::backend::cpu::Simd::Avx512 => unsafe { avx512($($arg),*) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            $crate::backend::cpu::Simd::Avx2 => unsafe { avx2($($arg),*) },
+            _ => base($($arg),*),
+        }
+    }};
+}
+pub(crate) use simd_dispatch;
+
 /// Runs `prim` on `ins`, producing one storage per output aval in `outs`.
 ///
 /// The operands must satisfy the primitive's abstract evaluation rule; `outs` is its
