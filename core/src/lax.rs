@@ -248,6 +248,13 @@ pub fn cumsum(x: &Array, axis: usize, reverse: bool) -> Array {
 /// Dimension numbers of [`dot_general`]: `((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))`.
 pub type DotDims<'a> = ((&'a [usize], &'a [usize]), (&'a [usize], &'a [usize]));
 
+/// Whether `perm`, applied to a `dot_general` result with `nb` batch, `nl` lhs-free and
+/// `nr` rhs-free dims, only exchanges the two free groups (batch dims in front): then
+/// `transpose(dot_general(a, b), perm)` is `dot_general(b, a)` with the roles swapped.
+pub(crate) fn is_free_dim_swap(perm: &[usize], nb: usize, nl: usize, nr: usize) -> bool {
+    perm.iter().copied().eq((0..nb).chain(nb + nl..nb + nl + nr).chain(nb..nb + nl))
+}
+
 /// General contraction (`lax.dot_general`); output dims are batch, lhs free, rhs free.
 #[track_caller]
 pub fn dot_general(lhs: &Array, rhs: &Array, dims: DotDims<'_>) -> Array {

@@ -77,14 +77,11 @@ pub fn optimizer(cfg: &OptimizerConfig) -> Optimizer {
     let momentum = cfg.momentum.filter(|&m| m > 0.0);
     let mut dir: Direction = (None, None, None, None, None, None, None, None, None, None, None);
     let mut after: AfterLr = (None, None, None, None);
-    let decay = |cfg: &OptimizerConfig| {
-        (cfg.weight_decay != 0.0).then(|| {
-            let mask = (cfg.weight_decay_mask == "matrices")
-                .then(|| Mask::new(|_: &KeyPath, leaf: &Array| leaf.ndim() >= 2));
-            add_decayed_weights(cfg.weight_decay, mask)
-        })
-    };
-    let mut before_lr_decay = decay(cfg);
+    let mut before_lr_decay = (cfg.weight_decay != 0.0).then(|| {
+        let mask = (cfg.weight_decay_mask == "matrices")
+            .then(|| Mask::new(|_: &KeyPath, leaf: &Array| leaf.ndim() >= 2));
+        add_decayed_weights(cfg.weight_decay, mask)
+    });
     let mut trust = None;
     match cfg.name.as_str() {
         "adam" | "adamw" => dir.0 = Some(scale_by_adam(b1, b2, eps, 0.0, false)),

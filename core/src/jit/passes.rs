@@ -165,9 +165,7 @@ impl Rewriter {
                     let nb = lhs_batch.len();
                     let nl = operands[0].aval().ndim() - lhs_contract.len() - nb;
                     let nr = operands[1].aval().ndim() - rhs_contract.len() - nb;
-                    let swapped: Vec<usize> =
-                        (0..nb).chain(nb + nl..nb + nl + nr).chain(nb..nb + nl).collect();
-                    if *perm == swapped {
+                    if crate::lax::is_free_dim_swap(perm, nb, nl, nr) {
                         let dot = Prim::DotGeneral {
                             lhs_contract: rhs_contract.clone(),
                             rhs_contract: lhs_contract.clone(),

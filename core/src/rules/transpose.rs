@@ -81,7 +81,7 @@ fn dot_transposed(
 ) -> Array {
     let nb = ab.len();
     let (nl, nr) = (a.ndim() - ac.len() - nb, b.ndim() - bc.len() - nb);
-    if perm.iter().copied().eq((0..nb).chain(nb + nl..nb + nl + nr).chain(nb..nb + nl)) {
+    if lax::is_free_dim_swap(perm, nb, nl, nr) {
         return lax::dot_general(b, a, ((bc, ac), (bb, ab)));
     }
     lax::transpose(&lax::dot_general(a, b, ((ac, bc), (ab, bb))), perm)

@@ -780,6 +780,7 @@ pub fn is_fusable(prim: &Prim) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{FORCED_SIMD, detected};
     use super::*;
     use crate::{Array, Jit};
 
@@ -803,14 +804,14 @@ mod tests {
             (c.sum_axes([-1], false), c.max_axes([-1], false), c)
         });
         let run = |l: Simd| {
-            super::super::FORCED_SIMD.with(|f| f.set(Some(l)));
+            FORCED_SIMD.with(|f| f.set(Some(l)));
             let (s, m, c) = f.call(&(x.clone(), y.clone()));
-            super::super::FORCED_SIMD.with(|f| f.set(None));
+            FORCED_SIMD.with(|f| f.set(None));
             (s.to_vec::<f32>(), m.to_vec::<f32>(), c.to_vec::<f32>())
         };
         let base = run(Simd::Base);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for l in [Simd::Avx2, Simd::Avx512].into_iter().filter(|&l| l <= super::super::detected()) {
+        for l in [Simd::Avx2, Simd::Avx512].into_iter().filter(|&l| l <= detected()) {
             let got = run(l);
             assert_eq!(bits(&got.0), bits(&base.0), "{l:?} sums");
             assert_eq!(bits(&got.1), bits(&base.1), "{l:?} maxima");
