@@ -344,7 +344,11 @@ struct MetricsSink {
 
 impl MetricsSink {
     fn record(&mut self, v: serde_json::Value) -> Result<(), TrainError> {
-        writeln!(self.file, "{v}").map_err(|e| TrainError::io(&self.path, e))?;
+        // One write per record, so a reader tailing the file never sees half a line
+        // (`writeln!` on a `File` may issue a write per formatted piece).
+        self.file
+            .write_all(format!("{v}\n").as_bytes())
+            .map_err(|e| TrainError::io(&self.path, e))?;
         if let Some(tb) = &mut self.tensorboard {
             let kind = v["kind"].as_str().unwrap_or("train");
             let step = v["step"].as_u64().unwrap_or(0);
