@@ -46,7 +46,20 @@ enum Step {
         ops: Vec<&'static str>,
         /// Inputs that may be overwritten when they die here (full view, compute type).
         donatable: Vec<bool>,
+        /// The contraction this group is the epilogue of: the group runs on each block of
+        /// its output as soon as it is final (input `input` of the group).
+        producer: Option<Box<Producer>>,
     },
+}
+
+/// A matrix product or convolution whose only consumer is a fused elementwise group.
+#[derive(Debug)]
+struct Producer {
+    prim: Prim,
+    ins: Vec<Slot>,
+    out_aval: Aval,
+    /// The group input it produces.
+    input: usize,
 }
 
 /// A compiled program (steps over fused groups, kernels and aliases, with a liveness buffer plan). `Display` prints the steps and the
@@ -255,10 +268,18 @@ impl Executable {
                 }
             }
         }
-        // A group pays off from two members, or one that reads a virtual broadcast; other
-        // single members run as kernels.
+        // A group pays off from two members, one that reads a virtual broadcast, or one
+        // that can be a contraction's epilogue; other single members run as kernels.
+        let mut contracted = vec![false; n];
+        for e in &j.eqns {
+            if cpu::takes_epilogue(&e.prim) && is_float(e.outs[0].aval.dtype) {
+                contracted[e.outs[0].id] = true;
+            }
+        }
         let reads_virtual = |e: &crate::jaxpr::Eqn| {
-            e.inputs.iter().any(|a| matches!(a, Atom::Var(v) if virt[v.id].is_some()))
+            e.inputs
+                .iter()
+                .any(|a| matches!(a, Atom::Var(v) if virt[v.id].is_some() || contracted[v.id]))
         };
         for (i, g) in group_of_eqn.iter_mut().enumerate() {
             if let Some(k) = *g
@@ -334,17 +355,17 @@ impl Executable {
                 Some(_) => {}
             }
         }
+        let steps = merge_epilogues(steps, j);
         // ---- buffer plan: free after the last use ----
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (s, step) in steps.iter().enumerate() {
             let ins: Vec<usize> = match step {
-                Step::Kernel { ins, .. } | Step::Fused { ins, .. } => ins
-                    .iter()
-                    .filter_map(|x| match x {
-                        Slot::Var(v) => Some(*v),
-                        Slot::Lit(_) => None,
-                    })
-                    .collect(),
+                Step::Kernel { ins, .. } | Step::Fused { ins, producer: None, .. } => {
+                    slot_vars(ins).collect()
+                }
+                Step::Fused { ins, producer: Some(p), .. } => {
+                    slot_vars(ins).chain(slot_vars(&p.ins)).collect()
+                }
                 Step::Alias { input, .. } => vec![*input],
             };
             for v in ins {
@@ -467,6 +488,20 @@ impl Executable {
             .collect())
     }
 
+    /// The kernel operands of `slots`.
+    fn operands<'b>(&'b self, env: &'b [Option<Buf<'_>>], slots: &'b [Slot]) -> Vec<Operand<'b>> {
+        slots
+            .iter()
+            .map(|s| match s {
+                Slot::Var(v) => Operand {
+                    data: env[*v].as_ref().expect("bound before use").get(),
+                    shape: &self.avals[*v].as_ref().expect("typed").shape,
+                },
+                Slot::Lit(l) => Operand { data: l, shape: &[] },
+            })
+            .collect()
+    }
+
     fn exec<'a>(&self, mut env: Vec<Option<Buf<'a>>>) -> Vec<Storage> {
         fn read<'b>(env: &'b [Option<Buf<'_>>], s: &'b Slot) -> &'b Storage {
             match s {
@@ -479,23 +514,14 @@ impl Executable {
             let t0 = profile.then(std::time::Instant::now);
             match step {
                 Step::Kernel { prim, ins, outs, out_avals } => {
-                    let ops: Vec<Operand<'_>> = ins
-                        .iter()
-                        .map(|s| Operand {
-                            data: read(&env, s),
-                            shape: match s {
-                                Slot::Var(v) => &self.avals[*v].as_ref().expect("typed").shape,
-                                Slot::Lit(_) => &[],
-                            },
-                        })
-                        .collect();
+                    let ops = self.operands(&env, ins);
                     let res = cpu::execute(prim, &ops, out_avals);
                     for (v, s) in outs.iter().zip(res) {
                         env[*v] = Some(Buf::Own(Arc::new(s)));
                     }
                 }
                 Step::Alias { input, out } => env[*out] = env[*input].clone(),
-                Step::Fused { prog, ins, outs, donatable, .. } => {
+                Step::Fused { prog, ins, outs, donatable, producer, .. } => {
                     // Inputs that die here, are uniquely owned and read once are donated.
                     let mut donate = vec![false; ins.len()];
                     for (k, s) in ins.iter().enumerate() {
@@ -522,10 +548,19 @@ impl Executable {
                         .enumerate()
                         .map(|(k, s)| match donated.remove(&k) {
                             Some(st) => Arg::Donated(st),
+                            None if producer.as_ref().is_some_and(|p| p.input == k) => Arg::Pending,
                             None => Arg::Ref(read(&env, s)),
                         })
                         .collect();
-                    let res = fused::run(prog, args);
+                    let res = match producer {
+                        None => fused::run(prog, args),
+                        Some(p) => {
+                            let ops = self.operands(&env, &p.ins);
+                            fused::run_epilogue(prog, args, |epi| {
+                                cpu::execute_with_epilogue(&p.prim, &ops, &p.out_aval, epi)
+                            })
+                        }
+                    };
                     for (v, s) in outs.iter().zip(res) {
                         env[*v] = Some(Buf::Own(Arc::new(s)));
                     }
@@ -678,7 +713,86 @@ fn build_group(
         outs,
         ops,
         donatable,
+        producer: None,
     }
+}
+
+fn slot_vars(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
+    slots.iter().filter_map(|x| match x {
+        Slot::Var(v) => Some(*v),
+        Slot::Lit(_) => None,
+    })
+}
+
+/// Makes each float matrix product or convolution whose output is read by one fused
+/// elementwise group only (full view, same shape, no reduction) that group's producer: the
+/// group then runs as the contraction's epilogue, on each output block while it is in
+/// cache, and the product is never a separate buffer. The merged step takes the
+/// contraction's place, so the group's other inputs must be ready by then.
+fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
+    let mut def: HashMap<usize, usize> = HashMap::new();
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (s, step) in steps.iter().enumerate() {
+        let (ins, outs): (Vec<usize>, Vec<usize>) = match step {
+            Step::Kernel { ins, outs, .. } | Step::Fused { ins, outs, .. } => {
+                (slot_vars(ins).collect(), outs.clone())
+            }
+            Step::Alias { input, out } => (vec![*input], vec![*out]),
+        };
+        for v in ins {
+            readers.entry(v).or_default().push(s);
+        }
+        for v in outs {
+            def.insert(v, s);
+        }
+    }
+    let returned: Vec<usize> =
+        slot_vars(&j.outs.iter().map(Slot::of).collect::<Vec<_>>()).collect();
+    // (contraction step, group step, group input)
+    let mut merges: Vec<(usize, usize, usize)> = Vec::new();
+    for (a, step) in steps.iter().enumerate() {
+        let Step::Kernel { prim, outs, out_avals, .. } = step else { continue };
+        if !cpu::takes_epilogue(prim) || outs.len() != 1 || !is_float(out_avals[0].dtype) {
+            continue;
+        }
+        let d = outs[0];
+        let Some([b]) = readers.get(&d).map(Vec::as_slice) else { continue };
+        let Step::Fused { prog, ins, producer: None, .. } = &steps[*b] else { continue };
+        let uses: Vec<usize> =
+            (0..ins.len()).filter(|&k| matches!(ins[k], Slot::Var(v) if v == d)).collect();
+        let ready = slot_vars(ins).all(|v| v == d || def.get(&v).is_none_or(|&s| s < a));
+        if returned.contains(&d)
+            || uses.len() != 1
+            || prog.views[uses[0]] != View::Full
+            || prog.dtype != out_avals[0].dtype
+            || prog.domain != out_avals[0].shape
+            || prog.outputs.iter().any(|o| matches!(o, Output::Reduce { .. }))
+            || !ready
+        {
+            continue;
+        }
+        merges.push((a, *b, uses[0]));
+    }
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    for (a, b, input) in merges {
+        let Some(Step::Kernel { prim, ins, mut out_avals, .. }) = steps[a].take() else {
+            unreachable!("a contraction step")
+        };
+        let Some(Step::Fused { prog, ins: fins, outs, ops, donatable, .. }) = steps[b].take()
+        else {
+            unreachable!("a fused step")
+        };
+        let producer = Producer { prim, ins, out_aval: out_avals.remove(0), input };
+        steps[a] = Some(Step::Fused {
+            prog,
+            ins: fins,
+            outs,
+            ops,
+            donatable,
+            producer: Some(Box::new(producer)),
+        });
+    }
+    steps.into_iter().flatten().collect()
 }
 
 /// Element strides of a broadcast operand along each of `rank` output dims (0 where it
@@ -721,12 +835,16 @@ impl Executable {
                 format!("{} = kernel {} {}", names(outs).join(" "), prim.name(), slots(ins))
             }
             Step::Alias { input, out } => format!("{} = alias {}", VarName(*out), VarName(*input)),
-            Step::Fused { prog, ins, outs, ops, .. } => format!(
-                "{} = fused[{}{:?}{}] {{{}}} {}",
+            Step::Fused { prog, ins, outs, ops, producer, .. } => format!(
+                "{} = fused[{}{:?}{}] {{{}{}}} {}",
                 names(outs).join(" "),
                 prog.dtype,
                 prog.domain,
                 if prog.inner > 1 { format!(" reduce inner {}", prog.inner) } else { "".into() },
+                match producer {
+                    Some(p) => format!("{} {} -> ", p.prim.name(), slots(&p.ins)),
+                    None => String::new(),
+                },
                 ops.join(", "),
                 slots(ins)
             ),

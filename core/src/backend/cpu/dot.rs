@@ -8,7 +8,7 @@
 //! expressed with one stride per matrix dim are copied first. `f16`/`bf16` run through
 //! `f32`; integer dtypes use a plain wrapping triple loop.
 
-use super::Operand;
+use super::{Block, Epilogue, Operand, PAR_THRESHOLD};
 use crate::backend::{Storage, StorageElement};
 use gemm::Parallelism;
 use half::{bf16, f16};
@@ -37,16 +37,47 @@ const IM2COL_BLOCK: usize = 1 << 18;
 trait GemmFloat: StorageElement + Add<Output = Self> + Mul<Output = Self> {
     const ZERO: Self;
     const ONE: Self;
+    /// The callback of an [`Epilogue`] for this type.
+    fn epilogue(e: Epilogue<'_>) -> Epi<'_, Self>;
 }
+
+/// The typed callback of an [`Epilogue`].
+type Epi<'a, T> = Option<&'a (dyn Fn(Block<T>) + Sync)>;
 
 impl GemmFloat for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn epilogue(e: Epilogue<'_>) -> Epi<'_, Self> {
+        match e {
+            Epilogue::F32(f) => Some(f),
+            Epilogue::F64(_) => unreachable!("an f64 epilogue on an f32 product"),
+        }
+    }
 }
 
 impl GemmFloat for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn epilogue(e: Epilogue<'_>) -> Epi<'_, Self> {
+        match e {
+            Epilogue::F64(f) => Some(f),
+            Epilogue::F32(_) => unreachable!("an f32 epilogue on an f64 product"),
+        }
+    }
+}
+
+/// Hands `out` (flat indices `base..`) to `epi` in pieces, in parallel when it is large.
+fn finish<T: GemmFloat>(out: &mut [T], base: usize, epi: Epi<'_, T>) {
+    let Some(f) = epi else { return };
+    const PIECE: usize = 1 << 14;
+    let piece = |(c, p): (usize, &mut [T])| {
+        f(Block { ptr: p.as_mut_ptr(), start: base + c * PIECE, len: p.len(), stride: 0, count: 1 })
+    };
+    if out.len() >= PAR_THRESHOLD {
+        out.par_chunks_mut(PIECE).enumerate().for_each(piece);
+    } else {
+        out.chunks_mut(PIECE).enumerate().for_each(piece);
+    }
 }
 
 /// A strided matrix inside a slice: element `(i, j)` lives at `off + i * rs + j * cs`.
@@ -368,7 +399,7 @@ fn prep<'a, T: Copy + Send + Sync>(
     (Cow::Owned(permute_copy(data, shape, &perm, |v| v)), [s1 * s2, s2, 1])
 }
 
-fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec) -> Vec<T> {
+fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Vec<T> {
     let (nb, m, k, n) = (s.b, s.m, s.k, s.n);
     let mut out = vec![T::ZERO; nb * m * n];
     if out.is_empty() || k == 0 {
@@ -391,14 +422,29 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec) -> Vec<T> {
     };
     let threads = rayon::current_num_threads();
     if nb > 1 && (per < BATCH_PAR_MAX || nb >= threads) && nb * per >= LOOP_PAR_MIN {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, Parallelism::None));
+        out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| {
+            run(bi, dst, Parallelism::None);
+            if let Some(f) = epi {
+                f(Block {
+                    ptr: dst.as_mut_ptr(),
+                    start: bi * m * n,
+                    len: m * n,
+                    stride: 0,
+                    count: 1,
+                })
+            }
+        });
     } else if nb == 1 && threads > 1 && per >= GEMM_PAR_MIN && 2 * m <= n {
         let (am, bm) = (MatRef::new(0, ls[1], ls[2]), MatRef::new(0, rs[1], rs[2]));
         matmul_cols((m, n, k), &mut out, &la, am, &rb, bm, threads);
+        // Not inside the column blocks: their rows are short runs, and the epilogue's
+        // per-run overhead made it 5-10% slower (measured on [128, 512] x [512, 512]).
+        finish(&mut out, 0, epi);
     } else {
         let par = if per >= GEMM_PAR_MIN { Parallelism::Rayon(0) } else { Parallelism::None };
         for (bi, dst) in out.chunks_mut(m * n).enumerate() {
             run(bi, dst, par);
+            finish(dst, bi * m * n, epi);
         }
     }
     out
@@ -467,7 +513,8 @@ fn to_f32<T: Copy>(v: &[T], f: impl Fn(T) -> f32) -> Vec<f32> {
 ///
 /// Output dims are the batch dims, then the lhs free dims, then the rhs free dims (each in
 /// operand order). Floats run on `gemm` (`f16`/`bf16` accumulate in `f32`); integers use
-/// wrapping arithmetic. `out_shape` is the shape from abstract evaluation.
+/// wrapping arithmetic. `out_shape` is the shape from abstract evaluation. `epi` (f32 and
+/// f64 only) runs on each part of the output as soon as it is final.
 #[allow(clippy::too_many_arguments)] // mirrors the primitive's parameters
 pub fn dot_general(
     l: Operand<'_>,
@@ -477,18 +524,27 @@ pub fn dot_general(
     lhs_batch: &[usize],
     rhs_batch: &[usize],
     out_shape: &[usize],
+    epi: Option<Epilogue<'_>>,
 ) -> Storage {
     let s = DotSpec::new(l.shape, r.shape, lhs_contract, rhs_contract, lhs_batch, rhs_batch);
     debug_assert_eq!(out_shape.iter().product::<usize>(), s.b * s.m * s.n);
+    assert!(
+        epi.is_none() || matches!(l.data, Storage::F32(_) | Storage::F64(_)),
+        "epilogues run on f32 and f64 products"
+    );
     match (l.data, r.data) {
-        (Storage::F32(a), Storage::F32(b)) => Storage::F32(dot_float(a, b, &s)),
-        (Storage::F64(a), Storage::F64(b)) => Storage::F64(dot_float(a, b, &s)),
+        (Storage::F32(a), Storage::F32(b)) => {
+            Storage::F32(dot_float(a, b, &s, epi.and_then(f32::epilogue)))
+        }
+        (Storage::F64(a), Storage::F64(b)) => {
+            Storage::F64(dot_float(a, b, &s, epi.and_then(f64::epilogue)))
+        }
         (Storage::F16(a), Storage::F16(b)) => {
-            let out = dot_float(&to_f32(a, f16::to_f32), &to_f32(b, f16::to_f32), &s);
+            let out = dot_float(&to_f32(a, f16::to_f32), &to_f32(b, f16::to_f32), &s, None);
             Storage::F16(out.into_iter().map(f16::from_f32).collect())
         }
         (Storage::BF16(a), Storage::BF16(b)) => {
-            let out = dot_float(&to_f32(a, bf16::to_f32), &to_f32(b, bf16::to_f32), &s);
+            let out = dot_float(&to_f32(a, bf16::to_f32), &to_f32(b, bf16::to_f32), &s, None);
             Storage::BF16(out.into_iter().map(bf16::from_f32).collect())
         }
         (Storage::U8(a), Storage::U8(b)) => Storage::U8(dot_int(a, b, &s)),
@@ -662,7 +718,7 @@ fn im2col<T: GemmFloat>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, buf: &mut
 }
 
 /// im2col + one `gemm` per group, over blocks of output rows.
-fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, out: &mut [T]) {
+fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, out: &mut [T], epi: Epi<'_, T>) {
     let rows = g.rows();
     let kc = g.kprod * g.cin;
     let kg = g.kprod * g.cin_g;
@@ -688,6 +744,10 @@ fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, out: &mut [T]) {
                 MatRef::new(gi * g.cout_g, g.cout, 1),
                 par,
             );
+        }
+        if let Some(f) = epi {
+            let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+            f(Block { ptr, start: r0 * g.cout, len, stride: 0, count: 1 });
         }
     };
     if nblocks >= threads && threads > 1 {
@@ -759,6 +819,7 @@ fn conv_float<T: GemmFloat>(
     rhs_dil: &[usize],
     groups: usize,
     out_shape: &[usize],
+    epi: Epi<'_, T>,
 ) -> Vec<T> {
     let g = ConvGeom::new(lshape, rshape, strides, padding, lhs_dil, rhs_dil, groups, out_shape);
     let mut out = vec![T::ZERO; g.rows() * g.cout];
@@ -776,6 +837,7 @@ fn conv_float<T: GemmFloat>(
     let thin_groups = g.groups > 1 && g.cin_g * g.cout_g < 256;
     if thin_groups {
         conv_direct(x, w, &g, &mut out);
+        finish(&mut out, 0, epi);
     } else if pointwise {
         // A 1x1 convolution is a plain product [N * spatial, C_in] x [C_in, C_out] per group.
         let rows = g.rows();
@@ -796,8 +858,9 @@ fn conv_float<T: GemmFloat>(
                 par,
             );
         }
+        finish(&mut out, 0, epi);
     } else {
-        conv_im2col(x, w, &g, &mut out);
+        conv_im2col(x, w, &g, &mut out, epi);
     }
     out
 }
@@ -809,7 +872,8 @@ fn conv_float<T: GemmFloat>(
 /// negative (crops); `lhs_dilation` inserts `d - 1` zeros between input elements and
 /// `rhs_dilation` spreads the kernel taps. Runs im2col + `gemm` (a single `gemm` for 1x1
 /// kernels, a direct kernel for depthwise-like grouped convolutions); `f16`/`bf16` compute
-/// in `f32`.
+/// in `f32`. `epi` (f32 and f64 only) runs on each part of the output as soon as it is
+/// final.
 #[allow(clippy::too_many_arguments)] // mirrors the primitive's parameters
 pub fn conv(
     l: Operand<'_>,
@@ -820,8 +884,13 @@ pub fn conv(
     rhs_dilation: &[usize],
     feature_group_count: usize,
     out_shape: &[usize],
+    epi: Option<Epilogue<'_>>,
 ) -> Storage {
-    let run = |x: &[f32], w: &[f32]| {
+    assert!(
+        epi.is_none() || matches!(l.data, Storage::F32(_) | Storage::F64(_)),
+        "epilogues run on f32 and f64 convolutions"
+    );
+    let run = |x: &[f32], w: &[f32], epi| {
         conv_float(
             x,
             w,
@@ -833,10 +902,11 @@ pub fn conv(
             rhs_dilation,
             feature_group_count,
             out_shape,
+            epi,
         )
     };
     match (l.data, r.data) {
-        (Storage::F32(x), Storage::F32(w)) => Storage::F32(run(x, w)),
+        (Storage::F32(x), Storage::F32(w)) => Storage::F32(run(x, w, epi.and_then(f32::epilogue))),
         (Storage::F64(x), Storage::F64(w)) => Storage::F64(conv_float(
             x,
             w,
@@ -848,13 +918,14 @@ pub fn conv(
             rhs_dilation,
             feature_group_count,
             out_shape,
+            epi.and_then(f64::epilogue),
         )),
         (Storage::F16(x), Storage::F16(w)) => {
-            let out = run(&to_f32(x, f16::to_f32), &to_f32(w, f16::to_f32));
+            let out = run(&to_f32(x, f16::to_f32), &to_f32(w, f16::to_f32), None);
             Storage::F16(out.into_iter().map(f16::from_f32).collect())
         }
         (Storage::BF16(x), Storage::BF16(w)) => {
-            let out = run(&to_f32(x, bf16::to_f32), &to_f32(w, bf16::to_f32));
+            let out = run(&to_f32(x, bf16::to_f32), &to_f32(w, bf16::to_f32), None);
             Storage::BF16(out.into_iter().map(bf16::from_f32).collect())
         }
         (a, b) => unreachable!(
@@ -1028,6 +1099,7 @@ mod tests {
                 &lb,
                 &rb,
                 &oshape,
+                None,
             );
             assert_eq!(got.dtype(), T::DTYPE);
             let got = got.to_f64_vec();
@@ -1060,6 +1132,7 @@ mod tests {
                 &lb,
                 &rb,
                 &oshape,
+                None,
             );
             assert_eq!(got.as_slice::<T>().unwrap(), &want[..], "{} {ash:?} x {bsh:?}", T::DTYPE);
         }
@@ -1093,6 +1166,7 @@ mod tests {
             &[],
             &[],
             &[],
+            None,
         );
         assert_eq!(got, Storage::I32(vec![i32::MAX.wrapping_mul(2).wrapping_add(2)]));
     }
@@ -1282,6 +1356,7 @@ mod tests {
                 &c.rhs_dil,
                 c.groups,
                 &oshape,
+                None,
             );
             assert_eq!(got.dtype(), T::DTYPE);
             let got = got.to_f64_vec();

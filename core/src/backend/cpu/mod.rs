@@ -28,6 +28,75 @@ pub struct Operand<'a> {
     pub shape: &'a [usize],
 }
 
+/// Finished elements of a contraction's output, handed to its [`Epilogue`]: `count` runs
+/// of `len` elements, run `i` starting at flat index `start + i * stride`. `ptr` points at
+/// element `start`; the runs may be read and overwritten in place (no other thread touches
+/// them while the epilogue runs).
+#[derive(Clone, Copy, Debug)]
+pub struct Block<T> {
+    /// The element at flat index `start`.
+    pub ptr: *mut T,
+    /// Flat index of the first element.
+    pub start: usize,
+    /// Elements per run.
+    pub len: usize,
+    /// Distance between the starts of consecutive runs.
+    pub stride: usize,
+    /// Number of runs.
+    pub count: usize,
+}
+
+/// Work run on each part of a matrix product's or convolution's output as soon as that
+/// part is final, while it is still in cache (the jit's fused bias/activation epilogues).
+#[derive(Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// For an `f32` output.
+    F32(&'a (dyn Fn(Block<f32>) + Sync)),
+    /// For an `f64` output.
+    F64(&'a (dyn Fn(Block<f64>) + Sync)),
+}
+
+/// Runs `prim` (a `dot_general` or a convolution on `f32`/`f64`) with `epi` applied to each
+/// part of its output as it is finished.
+pub fn execute_with_epilogue(
+    prim: &Prim,
+    ins: &[Operand<'_>],
+    out: &Aval,
+    epi: Epilogue<'_>,
+) -> Storage {
+    match prim {
+        Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch } => dot::dot_general(
+            ins[0],
+            ins[1],
+            lhs_contract,
+            rhs_contract,
+            lhs_batch,
+            rhs_batch,
+            &out.shape,
+            Some(epi),
+        ),
+        Prim::Conv { strides, padding, lhs_dilation, rhs_dilation, feature_group_count } => {
+            dot::conv(
+                ins[0],
+                ins[1],
+                strides,
+                padding,
+                lhs_dilation,
+                rhs_dilation,
+                *feature_group_count,
+                &out.shape,
+                Some(epi),
+            )
+        }
+        p => unreachable!("`{}` takes no epilogue", p.name()),
+    }
+}
+
+/// True if the CPU backend can run an [`Epilogue`] on `prim`'s output.
+pub fn takes_epilogue(prim: &Prim) -> bool {
+    matches!(prim, Prim::DotGeneral { .. } | Prim::Conv { .. })
+}
+
 /// Minimum number of elements before a kernel splits work across threads.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 
@@ -168,6 +237,7 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
             lhs_batch,
             rhs_batch,
             &out.shape,
+            None,
         )],
         Conv { strides, padding, lhs_dilation, rhs_dilation, feature_group_count } => {
             vec![dot::conv(
@@ -179,6 +249,7 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
                 rhs_dilation,
                 *feature_group_count,
                 &out.shape,
+                None,
             )]
         }
         ReduceWindow { kind, window, strides, padding } => {
