@@ -366,12 +366,27 @@ pub fn select_and_gather_add(
     crate::with_storage!(t.data, v, T => Storage::from_vec::<T>(gather_sel(v, &sel)))
 }
 
-fn scatter_sel<T: WinElem>(src: &[T], sel: &[usize], n: usize) -> Vec<T> {
+/// Adds each `src[i]` at `out[sel[i]]` (an `n`-element zero array). With `groups > 1`,
+/// `sel` and `out` split into that many equal parts, part `g` of `sel` pointing only into
+/// part `g` of `out` (the batch of a pooling that does not pool over the batch), and the
+/// parts run in parallel.
+fn scatter_sel<T: WinElem>(src: &[T], sel: &[usize], n: usize, groups: usize) -> Vec<T> {
     let mut out = vec![T::ZERO; n];
-    for (&s, &v) in sel.iter().zip(src) {
-        if s != NONE {
-            out[s] = out[s].wadd(v);
+    let scatter = |base: usize, out: &mut [T], sel: &[usize], src: &[T]| {
+        for (&s, &v) in sel.iter().zip(src) {
+            if s != NONE {
+                out[s - base] = out[s - base].wadd(v);
+            }
         }
+    };
+    if groups > 1 && n >= PAR_THRESHOLD && n % groups == 0 && sel.len() % groups == 0 {
+        let (per_out, per_sel) = (n / groups, sel.len() / groups);
+        out.par_chunks_mut(per_out)
+            .zip(sel.par_chunks(per_sel).zip(src.par_chunks(per_sel)))
+            .enumerate()
+            .for_each(|(g, (out, (sel, src)))| scatter(g * per_out, out, sel, src));
+    } else {
+        scatter(0, &mut out, sel, src);
     }
     out
 }
@@ -389,7 +404,12 @@ pub fn select_and_scatter_add(
 ) -> Storage {
     let sel = argmax_of(x, window, strides, padding, source.shape);
     let n = x.data.len();
-    with_win_elem!(source.data, v => scatter_sel(v, &sel, n))
+    // Windows that stay inside one index of the leading axis (a batch) scatter into that
+    // index only, so the batches run in parallel.
+    let per_batch =
+        !x.shape.is_empty() && window[0] == 1 && strides[0] == 1 && padding[0] == (0, 0);
+    let groups = if per_batch { x.shape[0] } else { 1 };
+    with_win_elem!(source.data, v => scatter_sel(v, &sel, n, groups))
 }
 
 #[cfg(test)]
