@@ -379,7 +379,11 @@ fn scatter_sel<T: WinElem>(src: &[T], sel: &[usize], n: usize, groups: usize) ->
             }
         }
     };
-    if groups > 1 && n >= PAR_THRESHOLD && n % groups == 0 && sel.len() % groups == 0 {
+    if groups > 1
+        && n >= PAR_THRESHOLD
+        && n.is_multiple_of(groups)
+        && sel.len().is_multiple_of(groups)
+    {
         let (per_out, per_sel) = (n / groups, sel.len() / groups);
         out.par_chunks_mut(per_out)
             .zip(sel.par_chunks(per_sel).zip(src.par_chunks(per_sel)))
