@@ -64,6 +64,11 @@ pub fn execute_with_epilogue(
     out: &Aval,
     epi: Epilogue<'_>,
 ) -> Storage {
+    contract(prim, ins, out, Some(epi))
+}
+
+/// A `dot_general` or a convolution, with an optional [`Epilogue`].
+fn contract(prim: &Prim, ins: &[Operand<'_>], out: &Aval, epi: Option<Epilogue<'_>>) -> Storage {
     match prim {
         Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch } => dot::dot_general(
             ins[0],
@@ -73,7 +78,7 @@ pub fn execute_with_epilogue(
             lhs_batch,
             rhs_batch,
             &out.shape,
-            Some(epi),
+            epi,
         ),
         Prim::Conv { strides, padding, lhs_dilation, rhs_dilation, feature_group_count } => {
             dot::conv(
@@ -85,10 +90,10 @@ pub fn execute_with_epilogue(
                 rhs_dilation,
                 *feature_group_count,
                 &out.shape,
-                Some(epi),
+                epi,
             )
         }
-        p => unreachable!("`{}` takes no epilogue", p.name()),
+        p => unreachable!("`{}` is not a contraction", p.name()),
     }
 }
 
@@ -229,29 +234,7 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
             vec![reduce::arg_reduce(ins[0], *axis, *index_dtype, false)]
         }
         Cumsum { axis, reverse } => vec![reduce::cumsum(ins[0], *axis, *reverse)],
-        DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch } => vec![dot::dot_general(
-            ins[0],
-            ins[1],
-            lhs_contract,
-            rhs_contract,
-            lhs_batch,
-            rhs_batch,
-            &out.shape,
-            None,
-        )],
-        Conv { strides, padding, lhs_dilation, rhs_dilation, feature_group_count } => {
-            vec![dot::conv(
-                ins[0],
-                ins[1],
-                strides,
-                padding,
-                lhs_dilation,
-                rhs_dilation,
-                *feature_group_count,
-                &out.shape,
-                None,
-            )]
-        }
+        DotGeneral { .. } | Conv { .. } => vec![contract(prim, ins, out, None)],
         ReduceWindow { kind, window, strides, padding } => {
             vec![window::reduce_window(ins[0], *kind, window, strides, padding, &out.shape)]
         }
