@@ -276,7 +276,7 @@ impl Executable {
                 contracted[e.outs[0].id] = true;
             }
         }
-        let reads_virtual = |e: &crate::jaxpr::Eqn| {
+        let worth_alone = |e: &crate::jaxpr::Eqn| {
             e.inputs
                 .iter()
                 .any(|a| matches!(a, Atom::Var(v) if virt[v.id].is_some() || contracted[v.id]))
@@ -284,7 +284,7 @@ impl Executable {
         for (i, g) in group_of_eqn.iter_mut().enumerate() {
             if let Some(k) = *g
                 && groups[k].members.len() < 2
-                && !reads_virtual(&j.eqns[i])
+                && !worth_alone(&j.eqns[i])
             {
                 *g = None;
                 for v in &j.eqns[i].outs {
@@ -746,8 +746,14 @@ fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
             def.insert(v, s);
         }
     }
-    let returned: Vec<usize> =
-        slot_vars(&j.outs.iter().map(Slot::of).collect::<Vec<_>>()).collect();
+    let returned: Vec<usize> = j
+        .outs
+        .iter()
+        .filter_map(|a| match a {
+            Atom::Var(v) => Some(v.id),
+            Atom::Lit(_) => None,
+        })
+        .collect();
     // (contraction step, group step, group input)
     let mut merges: Vec<(usize, usize, usize)> = Vec::new();
     for (a, step) in steps.iter().enumerate() {

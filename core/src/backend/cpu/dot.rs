@@ -424,15 +424,7 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
     if nb > 1 && (per < BATCH_PAR_MAX || nb >= threads) && nb * per >= LOOP_PAR_MIN {
         out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| {
             run(bi, dst, Parallelism::None);
-            if let Some(f) = epi {
-                f(Block {
-                    ptr: dst.as_mut_ptr(),
-                    start: bi * m * n,
-                    len: m * n,
-                    stride: 0,
-                    count: 1,
-                })
-            }
+            finish(dst, bi * m * n, epi);
         });
     } else if nb == 1 && threads > 1 && per >= GEMM_PAR_MIN && 2 * m <= n {
         let (am, bm) = (MatRef::new(0, ls[1], ls[2]), MatRef::new(0, rs[1], rs[2]));
@@ -745,10 +737,7 @@ fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, out: &mut [T], epi:
                 par,
             );
         }
-        if let Some(f) = epi {
-            let (ptr, len) = (dst.as_mut_ptr(), dst.len());
-            f(Block { ptr, start: r0 * g.cout, len, stride: 0, count: 1 });
-        }
+        finish(dst, r0 * g.cout, epi);
     };
     if nblocks >= threads && threads > 1 {
         out.par_chunks_mut(rb * g.cout)

@@ -242,6 +242,14 @@ unsafe impl<T> Send for In<T> {}
 unsafe impl<T> Sync for In<T> {}
 
 impl<T: Real> In<T> {
+    /// A storage of type `T` or `bool`.
+    fn of(s: &Storage) -> Self {
+        match s {
+            Storage::Bool(v) => In::Bool(v.as_ptr()),
+            other => In::Real(typed_ptr::<T>(other)),
+        }
+    }
+
     #[inline(always)]
     unsafe fn get(self, i: usize) -> T {
         // SAFETY: the caller passes an index inside the input.
@@ -318,29 +326,23 @@ trait FusedFloat: Real {
     fn wrap(v: Vec<Self>) -> Storage;
 }
 
-impl FusedFloat for f32 {
-    fn unwrap(s: Storage) -> Result<Vec<Self>, Storage> {
-        match s {
-            Storage::F32(v) => Ok(v),
-            other => Err(other),
+macro_rules! fused_float {
+    ($t:ty, $variant:ident) => {
+        impl FusedFloat for $t {
+            fn unwrap(s: Storage) -> Result<Vec<Self>, Storage> {
+                match s {
+                    Storage::$variant(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+            fn wrap(v: Vec<Self>) -> Storage {
+                Storage::$variant(v)
+            }
         }
-    }
-    fn wrap(v: Vec<Self>) -> Storage {
-        Storage::F32(v)
-    }
+    };
 }
-
-impl FusedFloat for f64 {
-    fn unwrap(s: Storage) -> Result<Vec<Self>, Storage> {
-        match s {
-            Storage::F64(v) => Ok(v),
-            other => Err(other),
-        }
-    }
-    fn wrap(v: Vec<Self>) -> Storage {
-        Storage::F64(v)
-    }
-}
+fused_float!(f32, F32);
+fused_float!(f64, F64);
 
 /// Produces a pending input: runs the contraction with the given epilogue.
 type Produce<'p, T> = &'p dyn Fn(&(dyn Fn(Block<T>) + Sync)) -> Storage;
@@ -360,10 +362,8 @@ fn run_typed<T: FusedFloat>(
     let ins: Vec<In<T>> = args
         .iter()
         .map(|a| match a {
-            Arg::Ref(Storage::Bool(v)) => In::Bool(v.as_ptr()),
-            Arg::Donated(Storage::Bool(v)) => In::Bool(v.as_ptr()),
-            Arg::Ref(s) => In::Real(typed_ptr::<T>(s)),
-            Arg::Donated(s) => In::Real(typed_ptr::<T>(s)),
+            Arg::Ref(s) => In::of(s),
+            Arg::Donated(s) => In::of(s),
             // Set per block by the epilogue.
             Arg::Pending => In::Real(std::ptr::null()),
         })
@@ -417,7 +417,16 @@ fn run_typed<T: FusedFloat>(
         })
         .collect();
     let prefetch = streams::<T>(prog, &ins);
-    let ctx = Ctx { simd: simd(), prefetch, prog, ins: &ins, ptrs: &ptrs, reduces: &reduces };
+    let tiles = prog.assign_tiles();
+    let ctx = Ctx {
+        simd: simd(),
+        prefetch,
+        tiles: (&tiles.0, tiles.1),
+        prog,
+        ins: &ins,
+        ptrs: &ptrs,
+        reduces: &reduces,
+    };
     if let (Some(produce), Some(pending)) = (produce, pending) {
         let product = produce(&|b: Block<T>| ctx.epilogue(b, pending, in_product));
         if let Some(k) = in_product {
@@ -547,6 +556,9 @@ struct Ctx<'a, T> {
     simd: Simd,
     /// Prefetch the full inputs a few tiles ahead (see [`streams`]).
     prefetch: bool,
+    /// Each register's tile buffer and the number of buffers
+    /// ([`FusedProgram::assign_tiles`], planned once per run).
+    tiles: (&'a [usize], usize),
     prog: &'a FusedProgram,
     ins: &'a [In<T>],
     ptrs: &'a [OutPtr<T>],
@@ -556,12 +568,12 @@ struct Ctx<'a, T> {
 impl<T: Real> Ctx<'_, T> {
     /// A register file with the prologue (constants, scalar loads) evaluated.
     fn registers(&self) -> Regs<T> {
-        let (tile, n_tiles) = self.prog.assign_tiles();
+        let (tile, n_tiles) = self.tiles;
         let mut bufs = vec![Tile([T::ZERO; TILE]); n_tiles].into_boxed_slice();
         let base = bufs.as_mut_ptr();
         // Until written, a register points at its tile (never read before then).
         let ptrs = tile.iter().map(|&t| base.wrapping_add(t) as *const T).collect();
-        let mut regs = Regs { _bufs: bufs, base, ptrs, tile };
+        let mut regs = Regs { _bufs: bufs, base, ptrs };
         for ins in &self.prog.prologue {
             self.exec(ins, &mut regs, 0, TILE);
         }
@@ -689,8 +701,9 @@ impl<T: Real> Ctx<'_, T> {
         // SAFETY: `tile[dst] < n_tiles` and `len <= TILE`: the register's buffer, which
         // no operand of this instruction points into (`assign_tiles`) and nothing else
         // references while `d` lives.
-        let d =
-            unsafe { std::slice::from_raw_parts_mut(regs.base.add(regs.tile[dst]) as *mut T, len) };
+        let d = unsafe {
+            std::slice::from_raw_parts_mut(regs.base.add(self.tiles.0[dst]) as *mut T, len)
+        };
         regs.ptrs[dst] = d.as_ptr();
         match ins {
             Instr::Load { input, .. } => self.load(*input, d, off),
@@ -784,8 +797,6 @@ struct Regs<T> {
     _bufs: Box<[Tile<T>]>,
     base: *mut Tile<T>,
     ptrs: Vec<*const T>,
-    /// The tile buffer of each register (see [`FusedProgram::assign_tiles`]).
-    tile: Vec<usize>,
 }
 
 /// One register's buffer, aligned to a cache line so that vector loads and stores never
