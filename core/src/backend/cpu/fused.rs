@@ -7,9 +7,9 @@
 //! partial results of a reduction are combined in a fixed order, so results do not depend
 //! on the number of threads.
 
-use super::PAR_THRESHOLD;
 use super::elementwise::{Real, logistic, max_nan, min_nan, powi_float, sign_float};
 use super::{Block, Epilogue, Simd, simd};
+use super::{PAR_THRESHOLD, SharedMut};
 use crate::backend::Storage;
 use crate::dtype::{DType, Element};
 use crate::prim::Prim;
@@ -222,14 +222,6 @@ impl FusedProgram {
     }
 }
 
-/// A raw pointer that may cross threads: each work item writes a disjoint range.
-#[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
-// SAFETY: used only to write disjoint ranges from different work items (see `run_typed`).
-unsafe impl<T> Send for Ptr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for Ptr<T> {}
-
 /// A typed input: a raw pointer to its elements (which outlive the run).
 #[derive(Clone, Copy)]
 enum In<T> {
@@ -269,7 +261,7 @@ impl<T: Real> In<T> {
 }
 
 /// Where an output is written: a real or a boolean buffer.
-type OutPtr<T> = (Option<Ptr<T>>, Option<Ptr<bool>>);
+type OutPtr<T> = (Option<SharedMut<T>>, Option<SharedMut<bool>>);
 
 enum Out<T> {
     Real(Vec<T>),
@@ -403,8 +395,8 @@ fn run_typed<T: FusedFloat>(
     let ptrs: Vec<OutPtr<T>> = outs
         .iter_mut()
         .map(|o| match o {
-            Out::Real(v) => (Some(Ptr(v.as_mut_ptr())), None),
-            Out::Bool(v) => (None, Some(Ptr(v.as_mut_ptr()))),
+            Out::Real(v) => (Some(SharedMut(v.as_mut_ptr())), None),
+            Out::Bool(v) => (None, Some(SharedMut(v.as_mut_ptr()))),
         })
         .collect();
     let reduces: Vec<(usize, usize, Reduce)> = prog
@@ -591,7 +583,7 @@ impl<T: Real> Ctx<'_, T> {
         ins[pending] = In::Real(base);
         let mut ptrs = self.ptrs.to_vec();
         if let Some(k) = in_product {
-            ptrs[k].0 = Some(Ptr(base));
+            ptrs[k].0 = Some(SharedMut(base));
         }
         let ctx = Ctx { ins: &ins, ptrs: &ptrs, ..*self };
         let mut regs = ctx.registers();

@@ -105,6 +105,23 @@ pub fn takes_epilogue(prim: &Prim) -> bool {
 /// Minimum number of elements before a kernel splits work across threads.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 
+/// An output pointer shared by the threads of one kernel, each of which writes only its
+/// own, disjoint elements (the kernel's `SAFETY` comments say why they are disjoint).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
+// SAFETY: only disjoint elements are written through it from different threads.
+unsafe impl<T> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not its field).
+    #[inline(always)]
+    pub(crate) fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
 /// The widest vector instruction set the elementwise loops (eager and fused) run with on
 /// this CPU. Every level computes the same bits: Rust never contracts `a * b + c` into an
 /// FMA on its own, and the kernels' explicit `mul_add`s are exact on every level.

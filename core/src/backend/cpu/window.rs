@@ -7,11 +7,12 @@
 //! innermost over contiguous memory. The remaining (outer) dims are walked with
 //! precomputed tap tables. `f16`/`bf16` compute in `f32` where arithmetic is involved.
 
-use super::{Operand, PAR_THRESHOLD};
+use super::{Operand, PAR_THRESHOLD, SharedMut, simd, simd_dispatch};
 use crate::backend::{Storage, StorageElement};
 use crate::prim::WindowKind;
 use half::{bf16, f16};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Marks an output position whose window lies entirely in the padding.
 const NONE: usize = usize::MAX;
@@ -78,6 +79,77 @@ impl WinGeom {
     }
 }
 
+/// A walk over output positions in row-major order that gives the operand offsets of each
+/// position's non-padding window taps (in row-major window order).
+struct WindowWalk {
+    /// Outer coordinates of the current output position.
+    o: Vec<usize>,
+    /// Window tap coordinates (scratch).
+    k: Vec<usize>,
+    /// The current position's tap offsets.
+    offs: Vec<usize>,
+}
+
+impl WindowWalk {
+    /// Starts at outer output position `p` (row-major over the outer output dims).
+    fn at(g: &WinGeom, mut p: usize) -> Self {
+        let nd = g.win.len();
+        let mut o = vec![0usize; nd];
+        for d in (0..nd).rev() {
+            o[d] = p % g.out_outer[d];
+            p /= g.out_outer[d];
+        }
+        WindowWalk { o, k: vec![0; nd], offs: Vec::with_capacity(g.wprod) }
+    }
+
+    /// The operand offsets of the current position's non-padding taps.
+    fn offsets(&mut self, g: &WinGeom) -> &[usize] {
+        let nd = g.win.len();
+        let (o, k) = (&self.o, &mut self.k);
+        self.offs.clear();
+        k.fill(0);
+        for _ in 0..g.wprod {
+            let mut off = 0isize;
+            let mut valid = true;
+            for d in 0..nd {
+                let t = g.taps[d][o[d] * g.win[d] + k[d]];
+                if t < 0 {
+                    valid = false;
+                    break;
+                }
+                off += t * g.in_st[d] as isize;
+            }
+            if valid {
+                self.offs.push(off as usize);
+            }
+            for d in (0..nd).rev() {
+                k[d] += 1;
+                if k[d] < g.win[d] {
+                    break;
+                }
+                k[d] = 0;
+            }
+        }
+        &self.offs
+    }
+
+    /// Moves to the next output position.
+    fn advance(&mut self, g: &WinGeom) {
+        for d in (0..g.win.len()).rev() {
+            self.o[d] += 1;
+            if self.o[d] < g.out_outer[d] {
+                break;
+            }
+            self.o[d] = 0;
+        }
+    }
+}
+
+/// Output positions per parallel task (about 8K operand elements of work).
+fn cells_per_task(g: &WinGeom) -> usize {
+    (8192 / (g.inner * g.wprod).max(1)).max(1)
+}
+
 /// Calls `f(state, cell, offsets)` for every output position: `cell` is its inner block of
 /// `out` and `offsets` the operand offsets of its non-padding window taps in row-major
 /// window order. Runs in parallel for large outputs, with one `init()` state per task.
@@ -93,59 +165,22 @@ fn for_each_window<O, S>(
     if out.is_empty() || inner == 0 {
         return;
     }
-    let nd = g.win.len();
-    let per_task = (8192 / (inner * g.wprod).max(1)).max(1);
-    let state = || (init(), Vec::with_capacity(g.wprod), vec![0usize; nd], vec![0usize; nd]);
-    let task = |st: &mut (S, Vec<usize>, Vec<usize>, Vec<usize>), ti: usize, chunk: &mut [O]| {
-        let (s, offs, o, k) = st;
-        let mut p = ti * per_task;
-        for d in (0..nd).rev() {
-            o[d] = p % g.out_outer[d];
-            p /= g.out_outer[d];
-        }
+    let per_task = cells_per_task(g);
+    let task = |s: &mut S, ti: usize, chunk: &mut [O]| {
+        let mut walk = WindowWalk::at(g, ti * per_task);
         for cell in chunk.chunks_exact_mut(inner) {
-            offs.clear();
-            k.fill(0);
-            for _ in 0..g.wprod {
-                let mut off = 0isize;
-                let mut valid = true;
-                for d in 0..nd {
-                    let t = g.taps[d][o[d] * g.win[d] + k[d]];
-                    if t < 0 {
-                        valid = false;
-                        break;
-                    }
-                    off += t * g.in_st[d] as isize;
-                }
-                if valid {
-                    offs.push(off as usize);
-                }
-                for d in (0..nd).rev() {
-                    k[d] += 1;
-                    if k[d] < g.win[d] {
-                        break;
-                    }
-                    k[d] = 0;
-                }
-            }
-            f(s, cell, offs);
-            for d in (0..nd).rev() {
-                o[d] += 1;
-                if o[d] < g.out_outer[d] {
-                    break;
-                }
-                o[d] = 0;
-            }
+            f(s, cell, walk.offsets(g));
+            walk.advance(g);
         }
     };
     if out.len() * g.wprod >= PAR_THRESHOLD {
         out.par_chunks_mut(per_task * inner)
             .enumerate()
-            .for_each_init(state, |st, (ti, c)| task(st, ti, c));
+            .for_each_init(init, |s, (ti, c)| task(s, ti, c));
     } else {
-        let mut st = state();
+        let mut s = init();
         for (ti, c) in out.chunks_mut(per_task * inner).enumerate() {
-            task(&mut st, ti, c);
+            task(&mut s, ti, c);
         }
     }
 }
@@ -395,6 +430,100 @@ fn scatter_sel<T: WinElem>(src: &[T], sel: &[usize], n: usize, groups: usize) ->
     out
 }
 
+/// [`select_and_scatter_add`] for windows that never overlap (each window no longer than
+/// its stride, the usual `k x k / k` max pool): every operand element lies in one window
+/// at most, so a single pass over the windows finds each one's maximum per inner element
+/// (branch-free, so it vectorizes) and writes all of its taps, the source value at the
+/// maximum and zero elsewhere. No index array and no scattered second pass.
+fn scatter_disjoint<T: WinElem>(src: &[T], x: &[T], g: &WinGeom, n: usize) -> Vec<T> {
+    let inner = g.inner;
+    let mut out = vec![T::ZERO; n];
+    if src.is_empty() || inner == 0 {
+        return out;
+    }
+    let cells = src.len() / inner;
+    let per_task = cells_per_task(g);
+    let dst = SharedMut(out.as_mut_ptr());
+    let level = simd();
+    let task = |st: &mut Scratch<T>, ti: usize| {
+        let cs = ti * per_task..((ti + 1) * per_task).min(cells);
+        simd_dispatch!(
+            level,
+            [T: WinElem],
+            (g: &WinGeom, x: &[T], src: &[T], cs: Range<usize>, dst: SharedMut<T>, n: usize, st: &mut Scratch<T>),
+            { scatter_cells(g, x, src, cs, dst, n, st) }
+        )
+    };
+    let tasks = cells.div_ceil(per_task);
+    if n >= PAR_THRESHOLD && tasks > 1 {
+        (0..tasks).into_par_iter().for_each_init(Scratch::default, task);
+    } else {
+        let mut st = Scratch::default();
+        (0..tasks).for_each(|ti| task(&mut st, ti));
+    }
+    out
+}
+
+/// Per-task buffers of [`scatter_cells`]: the running maximum and its tap per element.
+struct Scratch<T> {
+    best: Vec<T>,
+    arg: Vec<u32>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch { best: Vec::new(), arg: Vec::new() }
+    }
+}
+
+/// The windows `cells` of [`scatter_disjoint`] (output positions over the outer dims),
+/// compiled per [`simd`] level: with AVX2/AVX-512 the selects become blends and masked
+/// stores.
+#[inline(always)]
+fn scatter_cells<T: WinElem>(
+    g: &WinGeom,
+    x: &[T],
+    src: &[T],
+    cells: Range<usize>,
+    dst: SharedMut<T>,
+    n: usize,
+    st: &mut Scratch<T>,
+) {
+    let inner = g.inner;
+    let Scratch { best, arg } = st;
+    let mut walk = WindowWalk::at(g, cells.start);
+    for cell in cells {
+        let offs = walk.offsets(g);
+        if let Some(&first) = offs.first() {
+            best.clear();
+            best.extend_from_slice(&x[first..first + inner]);
+            arg.clear();
+            arg.resize(inner, 0);
+            for (t, &off) in offs.iter().enumerate().skip(1) {
+                let t = t as u32;
+                for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(&x[off..off + inner]) {
+                    // The first maximum in window order wins, as in `window_argmax`.
+                    let gt = v > *b;
+                    *b = if gt { v } else { *b };
+                    *a = if gt { t } else { *a };
+                }
+            }
+            let s = &src[cell * inner..][..inner];
+            for (t, &off) in offs.iter().enumerate() {
+                assert!(off + inner <= n, "window tap outside the operand");
+                // SAFETY: in bounds (checked above); windows never overlap, so the operand
+                // elements of this window's taps are written by this cell only, and the
+                // output is not otherwise accessed during the pass.
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(off), inner) };
+                for ((o, &a), &v) in o.iter_mut().zip(arg.iter()).zip(s) {
+                    *o = if a == t as u32 { T::ZERO.wadd(v) } else { T::ZERO };
+                }
+            }
+        }
+        walk.advance(g);
+    }
+}
+
 /// The gradient of max pooling: an array of `x`'s shape, zero except that each element of
 /// `source` (one per window, the [`reduce_window`] shape) is added at the position of its
 /// window's maximum in `x` (first maximum in row-major window order). Padding is never
@@ -406,8 +535,20 @@ pub fn select_and_scatter_add(
     strides: &[usize],
     padding: &[(i64, i64)],
 ) -> Storage {
-    let sel = argmax_of(x, window, strides, padding, source.shape);
     let n = x.data.len();
+    if window.iter().zip(strides).all(|(w, s)| w <= s) {
+        let g = WinGeom::new(x.shape, window, strides, padding, source.shape);
+        match (source.data, x.data) {
+            (Storage::F32(s), Storage::F32(xv)) => {
+                return Storage::F32(scatter_disjoint(s, xv, &g, n));
+            }
+            (Storage::F64(s), Storage::F64(xv)) => {
+                return Storage::F64(scatter_disjoint(s, xv, &g, n));
+            }
+            _ => {}
+        }
+    }
+    let sel = argmax_of(x, window, strides, padding, source.shape);
     // Windows that stay inside one index of the leading axis (a batch) scatter into that
     // index only, so the batches run in parallel.
     let per_batch =
@@ -499,6 +640,11 @@ mod tests {
             (vec![4, 3, 5], vec![2, 1, 1], vec![2, 1, 1], vec![(0, 1), z, z]),
             // large enough for the parallel path
             (vec![4, 32, 32, 16], vec![1, 3, 3, 1], vec![1, 2, 2, 1], vec![z, (1, 1), (1, 1), z]),
+            // disjoint windows (the single-pass gradient) with gaps between them and
+            // padding, large enough for the parallel path; and wholly in the padding
+            (vec![4, 33, 35, 8], vec![1, 2, 3, 1], vec![1, 3, 3, 1], vec![z, (1, 0), (0, 2), z]),
+            (vec![4], vec![2], vec![2], vec![(3, 1)]),
+            (vec![2, 64, 64, 4], vec![1, 2, 2, 1], vec![1, 2, 2, 1], vec![z; 4]),
         ]
     }
 
