@@ -8,7 +8,7 @@
 //! expressed with one stride per matrix dim are copied first. `f16`/`bf16` run through
 //! `f32`; integer dtypes use a plain wrapping triple loop.
 
-use super::{Block, Epilogue, Operand, PAR_THRESHOLD};
+use super::{Block, Epilogue, Operand, PAR_THRESHOLD, SharedMut};
 use crate::backend::{Storage, StorageElement};
 use gemm::Parallelism;
 use half::{bf16, f16};
@@ -175,22 +175,6 @@ unsafe fn matmul_unchecked<T: GemmFloat>(
     }
 }
 
-/// The output pointer of [`matmul_cols`], shared by the threads that write its disjoint
-/// column blocks.
-#[derive(Clone, Copy)]
-struct ColsOut<T>(*mut T);
-// SAFETY: each thread writes only its own column block (see `matmul_cols`).
-unsafe impl<T> Send for ColsOut<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for ColsOut<T> {}
-
-impl<T> ColsOut<T> {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
-    fn ptr(self) -> *mut T {
-        self.0
-    }
-}
-
 /// A row-major `m x n` product split into one block of columns per thread, each a
 /// single-threaded `gemm`. For short, wide products (the `m = batch` rows of a layer)
 /// this beats `gemm`'s own threading, which splits the few rows: measured here on
@@ -213,7 +197,7 @@ fn matmul_cols<T: GemmFloat>(
     );
     // Blocks are whole multiples of 16 columns (an AVX-512 register of f32).
     let w = n.div_ceil(threads).next_multiple_of(16);
-    let out = ColsOut(dst.as_mut_ptr());
+    let out = SharedMut(dst.as_mut_ptr());
     (0..n.div_ceil(w)).into_par_iter().for_each(|j| {
         let (c0, c1) = (j * w, ((j + 1) * w).min(n));
         // SAFETY: the assert above bounds every view; block `j` writes only columns
@@ -662,9 +646,23 @@ impl RowCursor {
 
     /// Calls `f(tap, offset)` for every kernel tap of the current row in row-major order;
     /// `offset` is the lhs element offset of channel 0, `None` for a padding tap.
+    #[inline]
     fn for_each_tap(&mut self, g: &ConvGeom, mut f: impl FnMut(usize, Option<usize>)) {
-        self.k.fill(0);
         let base = (self.n * g.in_n_st) as isize;
+        if let ([t0, t1], [k0, k1], [o0, o1], [s0, s1]) =
+            (&g.taps[..], &g.k_sp[..], &self.o[..], &g.in_st[..])
+        {
+            // Two spatial dims (the common case) as two plain loops.
+            let (r0, r1) = (&t0[o0 * k0..][..*k0], &t1[o1 * k1..][..*k1]);
+            for (i, &a) in r0.iter().enumerate() {
+                for (j, &b) in r1.iter().enumerate() {
+                    let off = base + a * *s0 as isize + b * *s1 as isize;
+                    f(i * k1 + j, (a >= 0 && b >= 0).then_some(off as usize));
+                }
+            }
+            return;
+        }
+        self.k.fill(0);
         for tap in 0..g.kprod {
             let mut off = base;
             let mut valid = true;
@@ -695,6 +693,14 @@ fn im2col<T: GemmFloat>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, buf: &mut
     let kg = g.kprod * g.cin_g;
     buf.resize(rows * kc, T::ZERO);
     let mut cur = RowCursor::new(g, r0);
+    if g.cin_g == 1 && g.groups == 1 {
+        // One element per tap (a first layer): plain loads, not a `memcpy` call each.
+        for row in buf[..rows * kc].chunks_exact_mut(kc) {
+            cur.for_each_tap(g, |tap, off| row[tap] = off.map_or(T::ZERO, |off| x[off]));
+            cur.advance(g);
+        }
+        return;
+    }
     for row in buf[..rows * kc].chunks_exact_mut(kc) {
         cur.for_each_tap(g, |tap, off| {
             for gi in 0..g.groups {
@@ -1315,6 +1321,11 @@ mod tests {
             case(&[1, 2, 3], &[3, 3, 2], &[1], &[(0, 0)]),
             // big enough for parallel im2col blocks
             case(&[4, 16, 16, 16], &[3, 3, 16, 32], &[1, 1], &[(1, 1), (1, 1)]),
+            // one input channel (a first layer: one element per tap), with strides,
+            // dilations and cropping, and large enough for the parallel blocks
+            case(&[3, 9, 8, 1], &[3, 3, 1, 4], &[1, 1], &[(1, 1), (1, 1)]),
+            case(&[2, 7, 6, 1], &[2, 3, 1, 3], &[2, 1], &[(1, 0), (-1, 2)]).dil(&[1, 2], &[2, 1]),
+            case(&[8, 28, 28, 1], &[3, 3, 1, 8], &[1, 1], &[(1, 1), (1, 1)]),
             case(&[2, 12, 12, 8], &[3, 3, 1, 8], &[1, 1], &[(1, 1), (1, 1)]).groups(8),
         ]
     }
