@@ -727,23 +727,17 @@ fn slot_vars(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
 /// Makes each float matrix product or convolution whose output is read by one fused
 /// elementwise group only (full view, same shape, no reduction) that group's producer: the
 /// group then runs as the contraction's epilogue, on each output block while it is in
-/// cache, and the product is never a separate buffer. The merged step takes the
-/// contraction's place, so the group's other inputs must be ready by then.
+/// cache, and the product is never a separate buffer. The merged step takes the group's
+/// place (a group merges with one contraction at most).
 fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
-    let mut def: HashMap<usize, usize> = HashMap::new();
     let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
-        let (ins, outs): (Vec<usize>, Vec<usize>) = match step {
-            Step::Kernel { ins, outs, .. } | Step::Fused { ins, outs, .. } => {
-                (slot_vars(ins).collect(), outs.clone())
-            }
-            Step::Alias { input, out } => (vec![*input], vec![*out]),
+        let ins: Vec<usize> = match step {
+            Step::Kernel { ins, .. } | Step::Fused { ins, .. } => slot_vars(ins).collect(),
+            Step::Alias { input, .. } => vec![*input],
         };
         for v in ins {
             readers.entry(v).or_default().push(s);
-        }
-        for v in outs {
-            def.insert(v, s);
         }
     }
     let returned: Vec<usize> = j
@@ -766,14 +760,13 @@ fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
         let Step::Fused { prog, ins, producer: None, .. } = &steps[*b] else { continue };
         let uses: Vec<usize> =
             (0..ins.len()).filter(|&k| matches!(ins[k], Slot::Var(v) if v == d)).collect();
-        let ready = slot_vars(ins).all(|v| v == d || def.get(&v).is_none_or(|&s| s < a));
         if returned.contains(&d)
             || uses.len() != 1
             || prog.views[uses[0]] != View::Full
             || prog.dtype != out_avals[0].dtype
             || prog.domain != out_avals[0].shape
             || prog.outputs.iter().any(|o| matches!(o, Output::Reduce { .. }))
-            || !ready
+            || merges.iter().any(|m| m.1 == *b)
         {
             continue;
         }
@@ -789,7 +782,10 @@ fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
             unreachable!("a fused step")
         };
         let producer = Producer { prim, ins, out_aval: out_avals.remove(0), input };
-        steps[a] = Some(Step::Fused {
+        // The merged step runs where the group ran: the contraction's inputs are ready
+        // (they were at `a`), so are the group's other inputs, and no step in between
+        // reads the contraction's output (the group is its only reader).
+        steps[b] = Some(Step::Fused {
             prog,
             ins: fins,
             outs,
