@@ -644,6 +644,40 @@ impl RowCursor {
         self.n += 1;
     }
 
+    /// Calls `f(tap, len, offset)` for runs of `len` consecutive kernel taps of the current
+    /// row (row-major order) that read consecutive input positions along the last spatial
+    /// dim (`len * C_in` contiguous elements from `offset`), or that all fall on padding
+    /// (`None`). Runs are found for two spatial dims; other ranks give single taps.
+    #[inline]
+    fn for_each_run(&mut self, g: &ConvGeom, mut f: impl FnMut(usize, usize, Option<usize>)) {
+        let base = (self.n * g.in_n_st) as isize;
+        let ([t0, t1], [k0, k1], [o0, o1], [s0, s1]) =
+            (&g.taps[..], &g.k_sp[..], &self.o[..], &g.in_st[..])
+        else {
+            return self.for_each_tap(g, |tap, off| f(tap, 1, off));
+        };
+        let (r0, r1) = (&t0[o0 * k0..][..*k0], &t1[o1 * k1..][..*k1]);
+        for (i, &a) in r0.iter().enumerate() {
+            let mut j = 0;
+            while j < r1.len() {
+                let mut e = j + 1;
+                if a < 0 || r1[j] < 0 {
+                    while e < r1.len() && (a < 0 || r1[e] < 0) {
+                        e += 1;
+                    }
+                    f(i * k1 + j, e - j, None);
+                } else {
+                    while e < r1.len() && r1[e] >= 0 && r1[e] == r1[e - 1] + 1 {
+                        e += 1;
+                    }
+                    let off = base + a * *s0 as isize + r1[j] * *s1 as isize;
+                    f(i * k1 + j, e - j, Some(off as usize));
+                }
+                j = e;
+            }
+        }
+    }
+
     /// Calls `f(tap, offset)` for every kernel tap of the current row in row-major order;
     /// `offset` is the lhs element offset of channel 0, `None` for a padding tap.
     #[inline]
@@ -697,6 +731,22 @@ fn im2col<T: GemmFloat>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, buf: &mut
         // One element per tap (a first layer): plain loads, not a `memcpy` call each.
         for row in buf[..rows * kc].chunks_exact_mut(kc) {
             cur.for_each_tap(g, |tap, off| row[tap] = off.map_or(T::ZERO, |off| x[off]));
+            cur.advance(g);
+        }
+        return;
+    }
+    if g.groups == 1 {
+        // Runs of taps along the last spatial dim are one contiguous copy each (a row of
+        // a 3x3 stride-1 kernel: 3 * C_in elements).
+        let cin = g.cin;
+        for row in buf[..rows * kc].chunks_exact_mut(kc) {
+            cur.for_each_run(g, |tap, len, off| {
+                let dst = &mut row[tap * cin..(tap + len) * cin];
+                match off {
+                    Some(off) => dst.copy_from_slice(&x[off..off + dst.len()]),
+                    None => dst.fill(T::ZERO),
+                }
+            });
             cur.advance(g);
         }
         return;
