@@ -153,6 +153,7 @@ fn reduce_kind(prim: &Prim) -> Option<(Reduce, &[usize])> {
 impl Executable {
     /// Compiles a jaxpr without constvars.
     pub fn compile(j: &Jaxpr) -> Executable {
+        cpu::tune_allocator();
         let n = j.num_vars();
         let mut avals: Vec<Option<Aval>> = vec![None; n];
         for v in j.constvars.iter().chain(&j.in_binders) {
