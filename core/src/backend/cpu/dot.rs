@@ -8,7 +8,7 @@
 //! expressed with one stride per matrix dim are copied first. `f16`/`bf16` run through
 //! `f32`; integer dtypes use a plain wrapping triple loop.
 
-use super::{Block, Epilogue, Operand, PAR_THRESHOLD, SharedMut};
+use super::{Block, Epilogue, Operand, PAR_THRESHOLD, SharedMut, next_index};
 use crate::backend::{Storage, StorageElement};
 use gemm::Parallelism;
 use half::{bf16, f16};
@@ -634,14 +634,9 @@ impl RowCursor {
     }
 
     fn advance(&mut self, g: &ConvGeom) {
-        for i in (0..self.o.len()).rev() {
-            self.o[i] += 1;
-            if self.o[i] < g.out_sp[i] {
-                return;
-            }
-            self.o[i] = 0;
+        if next_index(&mut self.o, &g.out_sp) {
+            self.n += 1;
         }
-        self.n += 1;
     }
 
     /// Calls `f(tap, len, offset)` for runs of `len` consecutive kernel taps of the current
@@ -709,13 +704,7 @@ impl RowCursor {
                 off += t * g.in_st[i] as isize;
             }
             f(tap, valid.then_some(off as usize));
-            for i in (0..self.k.len()).rev() {
-                self.k[i] += 1;
-                if self.k[i] < g.k_sp[i] {
-                    break;
-                }
-                self.k[i] = 0;
-            }
+            next_index(&mut self.k, &g.k_sp);
         }
     }
 }

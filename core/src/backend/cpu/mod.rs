@@ -128,6 +128,21 @@ pub(crate) fn tune_allocator() {
     });
 }
 
+/// Steps the row-major multi-index `idx` within `shape` (an odometer: the last axis moves
+/// fastest, each wrap carries into the next axis). Returns true when it wrapped around to
+/// all zeros.
+#[inline]
+pub(crate) fn next_index(idx: &mut [usize], shape: &[usize]) -> bool {
+    for (i, &n) in idx.iter_mut().zip(shape).rev() {
+        *i += 1;
+        if *i < n {
+            return false;
+        }
+        *i = 0;
+    }
+    true
+}
+
 /// Minimum number of elements before a kernel splits work across threads.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 

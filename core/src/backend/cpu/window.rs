@@ -7,7 +7,7 @@
 //! innermost over contiguous memory. The remaining (outer) dims are walked with
 //! precomputed tap tables. `f16`/`bf16` compute in `f32` where arithmetic is involved.
 
-use super::{Operand, PAR_THRESHOLD, SharedMut, simd, simd_dispatch};
+use super::{Operand, PAR_THRESHOLD, SharedMut, next_index, simd, simd_dispatch};
 use crate::backend::{Storage, StorageElement};
 use crate::prim::WindowKind;
 use half::{bf16, f16};
@@ -122,26 +122,14 @@ impl WindowWalk {
             if valid {
                 self.offs.push(off as usize);
             }
-            for d in (0..nd).rev() {
-                k[d] += 1;
-                if k[d] < g.win[d] {
-                    break;
-                }
-                k[d] = 0;
-            }
+            next_index(k, &g.win);
         }
         &self.offs
     }
 
     /// Moves to the next output position.
     fn advance(&mut self, g: &WinGeom) {
-        for d in (0..g.win.len()).rev() {
-            self.o[d] += 1;
-            if self.o[d] < g.out_outer[d] {
-                break;
-            }
-            self.o[d] = 0;
-        }
+        next_index(&mut self.o, &g.out_outer);
     }
 }
 
@@ -450,7 +438,15 @@ fn scatter_disjoint<T: WinElem>(src: &[T], x: &[T], g: &WinGeom, n: usize) -> Ve
         simd_dispatch!(
             level,
             [T: WinElem],
-            (g: &WinGeom, x: &[T], src: &[T], cs: Range<usize>, dst: SharedMut<T>, n: usize, st: &mut Scratch<T>),
+            (
+                g: &WinGeom,
+                x: &[T],
+                src: &[T],
+                cs: Range<usize>,
+                dst: SharedMut<T>,
+                n: usize,
+                st: &mut Scratch<T>
+            ),
             { scatter_cells(g, x, src, cs, dst, n, st) }
         )
     };
