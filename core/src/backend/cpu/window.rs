@@ -84,10 +84,10 @@ impl WinGeom {
 struct WindowWalk {
     /// Outer coordinates of the current output position.
     o: Vec<usize>,
-    /// Window tap coordinates (scratch).
-    k: Vec<usize>,
     /// The current position's tap offsets.
     offs: Vec<usize>,
+    /// Scratch for [`WindowWalk::offsets`].
+    next: Vec<usize>,
 }
 
 impl WindowWalk {
@@ -99,32 +99,27 @@ impl WindowWalk {
             o[d] = p % g.out_outer[d];
             p /= g.out_outer[d];
         }
-        WindowWalk { o, k: vec![0; nd], offs: Vec::with_capacity(g.wprod) }
+        let cap = g.wprod.max(1);
+        WindowWalk { o, offs: Vec::with_capacity(cap), next: Vec::with_capacity(cap) }
     }
 
-    /// The operand offsets of the current position's non-padding taps.
+    /// The operand offsets of the current position's non-padding taps, built dim by dim:
+    /// each offset so far is extended by the valid taps of the next dim (row-major
+    /// window order).
     fn offsets(&mut self, g: &WinGeom) -> &[usize] {
-        let nd = g.win.len();
-        let (o, k) = (&self.o, &mut self.k);
-        self.offs.clear();
-        k.fill(0);
-        for _ in 0..g.wprod {
-            let mut off = 0isize;
-            let mut valid = true;
-            for d in 0..nd {
-                let t = g.taps[d][o[d] * g.win[d] + k[d]];
-                if t < 0 {
-                    valid = false;
-                    break;
-                }
-                off += t * g.in_st[d] as isize;
+        let (offs, next) = (&mut self.offs, &mut self.next);
+        offs.clear();
+        offs.push(0);
+        for (d, &o) in self.o.iter().enumerate() {
+            let row = &g.taps[d][o * g.win[d]..][..g.win[d]];
+            let st = g.in_st[d];
+            next.clear();
+            for &base in offs.iter() {
+                next.extend(row.iter().filter(|&&t| t >= 0).map(|&t| base + t as usize * st));
             }
-            if valid {
-                self.offs.push(off as usize);
-            }
-            next_index(k, &g.win);
+            std::mem::swap(offs, next);
         }
-        &self.offs
+        offs
     }
 
     /// Moves to the next output position.
