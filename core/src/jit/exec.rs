@@ -356,7 +356,13 @@ impl Executable {
                 Some(_) => {}
             }
         }
-        let steps = merge_epilogues(steps, j);
+        let mut is_out = vec![false; n];
+        for a in &j.outs {
+            if let Atom::Var(v) = a {
+                is_out[v.id] = true;
+            }
+        }
+        let steps = merge_epilogues(steps, &is_out);
         // ---- buffer plan: free after the last use ----
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (s, step) in steps.iter().enumerate() {
@@ -371,12 +377,6 @@ impl Executable {
             };
             for v in ins {
                 last_use[v] = Some(s);
-            }
-        }
-        let mut is_out = vec![false; n];
-        for a in &j.outs {
-            if let Atom::Var(v) = a {
-                is_out[v.id] = true;
             }
         }
         let mut free_after = vec![Vec::new(); steps.len()];
@@ -730,7 +730,7 @@ fn slot_vars(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
 /// group then runs as the contraction's epilogue, on each output block while it is in
 /// cache, and the product is never a separate buffer. The merged step takes the group's
 /// place (a group merges with one contraction at most).
-fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
+fn merge_epilogues(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
     let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
         let ins: Vec<usize> = match step {
@@ -741,14 +741,6 @@ fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
             readers.entry(v).or_default().push(s);
         }
     }
-    let returned: Vec<usize> = j
-        .outs
-        .iter()
-        .filter_map(|a| match a {
-            Atom::Var(v) => Some(v.id),
-            Atom::Lit(_) => None,
-        })
-        .collect();
     // (contraction step, group step, group input)
     let mut merges: Vec<(usize, usize, usize)> = Vec::new();
     for (a, step) in steps.iter().enumerate() {
@@ -761,7 +753,7 @@ fn merge_epilogues(steps: Vec<Step>, j: &Jaxpr) -> Vec<Step> {
         let Step::Fused { prog, ins, producer: None, .. } = &steps[*b] else { continue };
         let uses: Vec<usize> =
             (0..ins.len()).filter(|&k| matches!(ins[k], Slot::Var(v) if v == d)).collect();
-        if returned.contains(&d)
+        if is_out[d]
             || uses.len() != 1
             || prog.views[uses[0]] != View::Full
             || prog.dtype != out_avals[0].dtype

@@ -639,6 +639,18 @@ impl RowCursor {
         }
     }
 
+    /// With two spatial dims: the input index read by each kernel tap of the current row
+    /// along each dim (-1 for padding) and the two dims' element strides.
+    #[inline]
+    fn taps2<'g>(&self, g: &'g ConvGeom) -> Option<([&'g [isize]; 2], [isize; 2])> {
+        let ([t0, t1], [k0, k1], [o0, o1], [s0, s1]) =
+            (&g.taps[..], &g.k_sp[..], &self.o[..], &g.in_st[..])
+        else {
+            return None;
+        };
+        Some(([&t0[o0 * k0..][..*k0], &t1[o1 * k1..][..*k1]], [*s0 as isize, *s1 as isize]))
+    }
+
     /// Calls `f(tap, len, offset)` for runs of `len` consecutive kernel taps of the current
     /// row (row-major order) that read consecutive input positions along the last spatial
     /// dim (`len * C_in` contiguous elements from `offset`), or that all fall on padding
@@ -646,12 +658,10 @@ impl RowCursor {
     #[inline]
     fn for_each_run(&mut self, g: &ConvGeom, mut f: impl FnMut(usize, usize, Option<usize>)) {
         let base = (self.n * g.in_n_st) as isize;
-        let ([t0, t1], [k0, k1], [o0, o1], [s0, s1]) =
-            (&g.taps[..], &g.k_sp[..], &self.o[..], &g.in_st[..])
-        else {
+        let Some(([r0, r1], [s0, s1])) = self.taps2(g) else {
             return self.for_each_tap(g, |tap, off| f(tap, 1, off));
         };
-        let (r0, r1) = (&t0[o0 * k0..][..*k0], &t1[o1 * k1..][..*k1]);
+        let k1 = r1.len();
         for (i, &a) in r0.iter().enumerate() {
             let mut j = 0;
             while j < r1.len() {
@@ -665,7 +675,7 @@ impl RowCursor {
                     while e < r1.len() && r1[e] >= 0 && r1[e] == r1[e - 1] + 1 {
                         e += 1;
                     }
-                    let off = base + a * *s0 as isize + r1[j] * *s1 as isize;
+                    let off = base + a * s0 + r1[j] * s1;
                     f(i * k1 + j, e - j, Some(off as usize));
                 }
                 j = e;
@@ -678,15 +688,12 @@ impl RowCursor {
     #[inline]
     fn for_each_tap(&mut self, g: &ConvGeom, mut f: impl FnMut(usize, Option<usize>)) {
         let base = (self.n * g.in_n_st) as isize;
-        if let ([t0, t1], [k0, k1], [o0, o1], [s0, s1]) =
-            (&g.taps[..], &g.k_sp[..], &self.o[..], &g.in_st[..])
-        {
+        if let Some(([r0, r1], [s0, s1])) = self.taps2(g) {
             // Two spatial dims (the common case) as two plain loops.
-            let (r0, r1) = (&t0[o0 * k0..][..*k0], &t1[o1 * k1..][..*k1]);
             for (i, &a) in r0.iter().enumerate() {
                 for (j, &b) in r1.iter().enumerate() {
-                    let off = base + a * *s0 as isize + b * *s1 as isize;
-                    f(i * k1 + j, (a >= 0 && b >= 0).then_some(off as usize));
+                    let off = base + a * s0 + b * s1;
+                    f(i * r1.len() + j, (a >= 0 && b >= 0).then_some(off as usize));
                 }
             }
             return;
