@@ -428,6 +428,10 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> DataError {
 /// archive in errors.
 pub fn parse_npz<R: Read + Seek>(reader: R, path: &Path) -> Result<TensorMap> {
     let mut archive = zip::ZipArchive::new(reader).map_err(|e| zip_error(path, e))?;
+    // The reader keeps one entry per name: a repeated name would hide an array.
+    if archive.has_duplicate_names() {
+        return Err(DataError::corrupt(path, 0, "the central directory names one member twice"));
+    }
     let mut out = TensorMap::new();
     for i in 0..archive.len() {
         let mut member = archive.by_index(i).map_err(|e| zip_error(path, e))?;
@@ -441,6 +445,14 @@ pub fn parse_npz<R: Read + Seek>(reader: R, path: &Path) -> Result<TensorMap> {
             .read_to_end(&mut bytes)
             .map_err(|e| DataError::corrupt(&member_path, bytes.len() as u64, e.to_string()))?;
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        // A second member of the same name would silently replace the first.
+        if out.contains(&key) {
+            return Err(DataError::corrupt(
+                &member_path,
+                0,
+                format!("the archive holds array `{key}` twice"),
+            ));
+        }
         out.insert(key, parse_npy(&bytes, &member_path)?);
     }
     Ok(out)
@@ -498,6 +510,38 @@ pub fn npy_dataset<S: Into<String>, P: AsRef<Path>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn npz_with_one_array_twice_is_an_error() {
+        // `x.npy` and `x` both name array `x`; the second must not replace the first.
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        for (name, v) in [("x.npy", 1.0f32), ("x", 2.0)] {
+            zip.start_file(name, options).unwrap();
+            let t = HostTensor::from_vec(vec![1], vec![v]).unwrap();
+            zip.write_all(&encode_npy(&t).unwrap()).unwrap();
+        }
+        let bytes = zip.finish().unwrap().into_inner();
+        let err = parse_npz(std::io::Cursor::new(bytes), Path::new("a.npz")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("array `x` twice") && msg.contains("a.npz"), "{msg}");
+    }
+
+    #[test]
+    fn npz_whose_directory_repeats_a_name_is_an_error() {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for name in ["x.npy", "y.npy"] {
+            zip.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+            let t = HostTensor::from_vec(vec![1], vec![1.0f32]).unwrap();
+            zip.write_all(&encode_npy(&t).unwrap()).unwrap();
+        }
+        let mut bytes = zip.finish().unwrap().into_inner();
+        // Rename `y.npy` to `x.npy` in the central directory (the last mention).
+        let at = bytes.windows(5).rposition(|w| w == b"y.npy").unwrap();
+        bytes[at] = b'x';
+        let err = parse_npz(std::io::Cursor::new(bytes), Path::new("a.npz")).unwrap_err();
+        assert!(err.to_string().contains("names one member twice"), "{err}");
+    }
 
     #[test]
     fn header_parser_handles_numpy_variants() {
