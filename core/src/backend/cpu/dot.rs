@@ -722,6 +722,10 @@ fn im2col<T: GemmFloat>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, buf: &mut
     let kc = g.kprod * g.cin;
     let kg = g.kprod * g.cin_g;
     buf.resize(rows * kc, T::ZERO);
+    if g.cin == 1 && g.taps.len() == 2 {
+        im2col_line_c1(x, g, r0, rows, &mut buf[..rows * kc]);
+        return;
+    }
     let mut cur = RowCursor::new(g, r0);
     if g.cin_g == 1 && g.groups == 1 {
         // One element per tap (a first layer): plain loads, not a `memcpy` call each.
@@ -761,40 +765,91 @@ fn im2col<T: GemmFloat>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, buf: &mut
     }
 }
 
-/// im2col + one `gemm` per group, over blocks of output rows.
-fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, out: &mut [T], epi: Epi<'_, T>) {
+/// [`im2col`] for one input channel and two spatial dims, a line of outputs (fixed batch
+/// and first spatial index) at a time: per kernel tap one pass along the line, so the tap
+/// tables are read once per line, not once per output row (a first layer's 9 taps per row
+/// left the per-row walk dominating).
+fn im2col_line_c1<T: GemmFloat>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, buf: &mut [T]) {
+    let (kc, (o1n, k0, k1)) = (g.kprod, (g.out_sp[1], g.k_sp[0], g.k_sp[1]));
+    let (s0, s1) = (g.in_st[0] as isize, g.in_st[1] as isize);
+    let mut r = r0;
+    while r < r0 + rows {
+        let (n, rem) = (r / g.oprod, r % g.oprod);
+        let (o0, o1s) = (rem / o1n, rem % o1n);
+        let o1e = o1n.min(o1s + (r0 + rows - r));
+        let base = (n * g.in_n_st) as isize;
+        let line = &mut buf[(r - r0) * kc..(r - r0 + o1e - o1s) * kc];
+        let rows0 = &g.taps[0][o0 * k0..][..k0];
+        for (out, o1) in line.chunks_exact_mut(kc).zip(o1s..o1e) {
+            let t1 = &g.taps[1][o1 * k1..][..k1];
+            for (dst, &a) in out.chunks_exact_mut(k1).zip(rows0) {
+                let row = base + a * s0;
+                for (v, &b) in dst.iter_mut().zip(t1) {
+                    *v = if a < 0 || b < 0 { T::ZERO } else { x[(row + b * s1) as usize] };
+                }
+            }
+        }
+        r += o1e - o1s;
+    }
+}
+
+/// im2col + one `gemm` per group, over blocks of output rows. Returns the output, every
+/// element written by a `gemm` (the buffer is not zeroed first: that pass cost a tenth of
+/// a first layer's forward convolution).
+fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, epi: Epi<'_, T>) -> Vec<T> {
     let rows = g.rows();
     let kc = g.kprod * g.cin;
     let kg = g.kprod * g.cin_g;
+    assert!(
+        rows > 0 && g.cout > 0 && kg > 0 && w.len() >= kg * g.cout,
+        "conv_im2col: an empty product or short kernel"
+    );
     let threads = rayon::current_num_threads();
     let mut rb = (IM2COL_BLOCK / kc.max(1)).clamp(64, 4096);
     if rows.div_ceil(rb) < 2 * threads {
         rb = rows.div_ceil(2 * threads).max(32);
     }
+    // Whole rounds of blocks: 5 blocks on 2 threads would leave one idle for a fifth of
+    // the work (the weight gradient of a 3x3 convolution has few, long rows).
+    let rounds = rows.div_ceil(rb).div_ceil(threads);
+    if rounds > 1 && rounds < 8 {
+        rb = rows.div_ceil(rounds * threads);
+    }
     let rb = rb.min(rows);
     let nblocks = rows.div_ceil(rb);
-    let block = |buf: &mut Vec<T>, bi: usize, dst: &mut [T], par: Parallelism| {
+    let len = rows * g.cout;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let base = SharedMut(out.as_mut_ptr());
+    let block = |buf: &mut Vec<T>, bi: usize, par: Parallelism| {
         let r0 = bi * rb;
-        let nr = dst.len() / g.cout;
+        let nr = rb.min(rows - r0);
         im2col(x, g, r0, nr, buf);
-        for gi in 0..g.groups {
-            matmul(
-                (nr, g.cout_g, kg),
-                dst,
-                MatRef::new(gi * g.cout_g, g.cout, 1),
-                buf,
-                MatRef::new(gi * kg, kc, 1),
-                w,
-                MatRef::new(gi * g.cout_g, g.cout, 1),
-                par,
-            );
-        }
+        // SAFETY: block `bi` covers output rows `r0..r0 + nr` (inside the capacity), which
+        // no other block touches; each group's `gemm` writes its `cout_g` columns of them
+        // (`kg > 0`, so it overwrites), and the groups together cover every column. The
+        // im2col buffer holds `nr x kc` elements and `w` at least `kg x cout`.
+        let dst = unsafe {
+            let dst = base.ptr().add(r0 * g.cout);
+            for gi in 0..g.groups {
+                matmul_unchecked(
+                    (nr, g.cout_g, kg),
+                    dst,
+                    MatRef::new(gi * g.cout_g, g.cout, 1),
+                    buf.as_ptr(),
+                    MatRef::new(gi * kg, kc, 1),
+                    w.as_ptr(),
+                    MatRef::new(gi * g.cout_g, g.cout, 1),
+                    par,
+                );
+            }
+            std::slice::from_raw_parts_mut(dst, nr * g.cout)
+        };
         finish(dst, r0 * g.cout, epi);
     };
     if nblocks >= threads && threads > 1 {
-        out.par_chunks_mut(rb * g.cout)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (bi, dst)| block(buf, bi, dst, Parallelism::None));
+        (0..nblocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |buf, bi| block(buf, bi, Parallelism::None));
     } else {
         let par = if rb * kg * g.cout_g >= GEMM_PAR_MIN {
             Parallelism::Rayon(0)
@@ -802,10 +857,13 @@ fn conv_im2col<T: GemmFloat>(x: &[T], w: &[T], g: &ConvGeom, out: &mut [T], epi:
             Parallelism::None
         };
         let mut buf = Vec::new();
-        for (bi, dst) in out.chunks_mut(rb * g.cout).enumerate() {
-            block(&mut buf, bi, dst, par);
+        for bi in 0..nblocks {
+            block(&mut buf, bi, par);
         }
     }
+    // SAFETY: the blocks cover rows `0..rows`, all of whose elements were written above.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Direct accumulation for grouped convolutions with few channels per group (depthwise),
@@ -863,9 +921,8 @@ fn conv_float<T: GemmFloat>(
     epi: Epi<'_, T>,
 ) -> Vec<T> {
     let g = ConvGeom::new(lshape, rshape, strides, padding, lhs_dil, rhs_dil, groups, out_shape);
-    let mut out = vec![T::ZERO; g.rows() * g.cout];
-    if out.is_empty() || g.kprod * g.cin_g == 0 {
-        return out;
+    if g.rows() * g.cout == 0 || g.kprod * g.cin_g == 0 {
+        return vec![T::ZERO; g.rows() * g.cout];
     }
     let ns = g.k_sp.len();
     let pointwise = g.kprod == 1
@@ -876,10 +933,14 @@ fn conv_float<T: GemmFloat>(
                 && g.out_sp[i] == lshape[1 + i]
         });
     let thin_groups = g.groups > 1 && g.cin_g * g.cout_g < 256;
+    if !thin_groups && !pointwise {
+        return conv_im2col(x, w, &g, epi);
+    }
+    let mut out = vec![T::ZERO; g.rows() * g.cout];
     if thin_groups {
         conv_direct(x, w, &g, &mut out);
         finish(&mut out, 0, epi);
-    } else if pointwise {
+    } else {
         // A 1x1 convolution is a plain product [N * spatial, C_in] x [C_in, C_out] per group.
         let rows = g.rows();
         let par = if rows * g.cin_g * g.cout_g >= GEMM_PAR_MIN {
@@ -900,8 +961,6 @@ fn conv_float<T: GemmFloat>(
             );
         }
         finish(&mut out, 0, epi);
-    } else {
-        conv_im2col(x, w, &g, &mut out, epi);
     }
     out
 }
@@ -1367,11 +1426,14 @@ mod tests {
             case(&[1, 2, 3], &[3, 3, 2], &[1], &[(0, 0)]),
             // big enough for parallel im2col blocks
             case(&[4, 16, 16, 16], &[3, 3, 16, 32], &[1, 1], &[(1, 1), (1, 1)]),
+            // long rows (a weight gradient's shape): blocks rebalanced into whole rounds
+            case(&[5, 8, 8, 512], &[3, 3, 512, 2], &[1, 1], &[(1, 1), (1, 1)]),
             // one input channel (a first layer: one element per tap), with strides,
             // dilations and cropping, and large enough for the parallel blocks
             case(&[3, 9, 8, 1], &[3, 3, 1, 4], &[1, 1], &[(1, 1), (1, 1)]),
             case(&[2, 7, 6, 1], &[2, 3, 1, 3], &[2, 1], &[(1, 0), (-1, 2)]).dil(&[1, 2], &[2, 1]),
             case(&[8, 28, 28, 1], &[3, 3, 1, 8], &[1, 1], &[(1, 1), (1, 1)]),
+            case(&[6, 30, 31, 1], &[3, 2, 1, 5], &[1, 2], &[(2, 0), (1, 1)]).dil(&[2, 1], &[1, 2]),
             case(&[2, 12, 12, 8], &[3, 3, 1, 8], &[1, 1], &[(1, 1), (1, 1)]).groups(8),
         ]
     }
