@@ -391,3 +391,73 @@ fn contractions_keep_their_output_when_it_is_needed() {
     assert!(shown.contains("{dot_general") && shown.contains(" -> add, mul}"), "{c}");
     assert_eq!(c.executable().num_steps(), 2, "{c}");
 }
+
+/// A convolution's kernel gradient (`transpose(conv(transpose(x), transpose(g)))` from
+/// the transpose rule) compiles to one `conv_filter_grad` step, with no transposed copies,
+/// for strides, padding, cropping, kernel dilation, one input channel and 1 to 3 spatial
+/// dims, and per group of a grouped convolution (the rule slices the groups apart); values
+/// equal eager (to rounding: the sum runs in another order). A transposed (input-dilated)
+/// convolution keeps the general path.
+#[test]
+fn kernel_gradients_of_convolutions_skip_the_transposes() {
+    struct Case {
+        x: Vec<usize>,
+        w: Vec<usize>,
+        strides: Vec<usize>,
+        padding: Vec<(i64, i64)>,
+        rhs_dil: Vec<usize>,
+        lhs_dil: Vec<usize>,
+        groups: usize,
+        folds: bool,
+    }
+    let case = |x: &[usize], w: &[usize], strides: &[usize], padding: &[(i64, i64)]| Case {
+        x: x.to_vec(),
+        w: w.to_vec(),
+        strides: strides.to_vec(),
+        padding: padding.to_vec(),
+        rhs_dil: vec![1; strides.len()],
+        lhs_dil: vec![1; strides.len()],
+        groups: 1,
+        folds: true,
+    };
+    let cases = [
+        case(&[8, 14, 14, 16], &[3, 3, 16, 32], &[1, 1], &[(1, 1), (1, 1)]),
+        case(&[4, 28, 28, 1], &[3, 3, 1, 8], &[1, 1], &[(1, 1), (1, 1)]),
+        case(&[3, 11, 9, 4], &[3, 2, 4, 5], &[2, 3], &[(1, 0), (-1, 2)]),
+        Case {
+            rhs_dil: vec![2, 1],
+            ..case(&[2, 10, 9, 3], &[2, 3, 3, 4], &[1, 2], &[(0, 0), (2, 1)])
+        },
+        case(&[3, 17, 5], &[4, 5, 6], &[2], &[(2, 1)]),
+        case(&[2, 5, 6, 4, 3], &[2, 3, 2, 3, 2], &[1, 2, 1], &[(0, 1), (1, 1), (0, 0)]),
+        Case {
+            lhs_dil: vec![2, 2],
+            folds: false,
+            ..case(&[2, 5, 5, 3], &[3, 3, 3, 4], &[1, 1], &[(1, 1), (1, 1)])
+        },
+        Case { groups: 2, ..case(&[2, 6, 6, 4], &[3, 3, 2, 6], &[1, 1], &[(1, 1), (1, 1)]) },
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (i, c) in cases.iter().enumerate() {
+            let mut p = lax::ConvParams::new(c.strides.len());
+            p.strides = c.strides.clone();
+            p.padding = c.padding.clone();
+            p.rhs_dilation = c.rhs_dil.clone();
+            p.lhs_dilation = c.lhs_dil.clone();
+            p.feature_group_count = c.groups;
+            let f = move |(x, w): &(Array, Array)| {
+                let (x, p) = (x.clone(), p.clone());
+                grad(move |w: &Array| lax::conv_general_dilated(&x, w, &p).tanh().sum())(w)
+            };
+            let args = (data(&c.x, 70 + i as u64, dtype), data(&c.w, 80 + i as u64, dtype));
+            let want = f(&args);
+            let jf = Jit::new(f);
+            close(&jf.call(&args), &want, if dtype == DType::F32 { 1e-4 } else { 1e-12 });
+            let s = jf.lower(&args).compile().to_string();
+            assert_eq!(s.contains("conv_filter_grad"), c.folds, "case {i} {dtype}: {s}");
+            if c.folds {
+                assert!(!s.contains("transpose"), "case {i} {dtype}: {s}");
+            }
+        }
+    }
+}

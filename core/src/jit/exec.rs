@@ -37,6 +37,18 @@ enum Step {
     Kernel { prim: Prim, ins: Vec<Slot>, outs: Vec<usize>, out_avals: Vec<Aval> },
     /// A reshape: the output shares the input's buffer.
     Alias { input: usize, out: usize },
+    /// A convolution's kernel gradient from its input and output gradient (`ins`), which
+    /// the transpose rule emits as `transpose(conv(transpose(x), transpose(g)))`: one
+    /// `im2col(x)^T @ g` product (see [`cpu::conv_filter_grad`]), in the forward
+    /// convolution's terms (its strides, padding, kernel dilation and kernel size).
+    ConvFilter {
+        ins: Vec<Slot>,
+        outs: Vec<usize>,
+        strides: Vec<usize>,
+        padding: Vec<(i64, i64)>,
+        rhs_dilation: Vec<usize>,
+        k_sp: Vec<usize>,
+    },
     /// A fused elementwise group.
     Fused {
         prog: FusedProgram,
@@ -362,14 +374,14 @@ impl Executable {
                 is_out[v.id] = true;
             }
         }
-        let steps = merge_epilogues(steps, &is_out);
+        let steps = merge_epilogues(fold_filter_grads(steps, &is_out), &is_out);
         // ---- buffer plan: free after the last use ----
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (s, step) in steps.iter().enumerate() {
             let ins: Vec<usize> = match step {
-                Step::Kernel { ins, .. } | Step::Fused { ins, producer: None, .. } => {
-                    slot_vars(ins).collect()
-                }
+                Step::Kernel { ins, .. }
+                | Step::ConvFilter { ins, .. }
+                | Step::Fused { ins, producer: None, .. } => slot_vars(ins).collect(),
                 Step::Fused { ins, producer: Some(p), .. } => {
                     slot_vars(ins).chain(slot_vars(&p.ins)).collect()
                 }
@@ -402,7 +414,9 @@ impl Executable {
         }
         for (s, step) in steps.iter().enumerate() {
             match step {
-                Step::Kernel { outs, .. } | Step::Fused { outs, .. } => {
+                Step::Kernel { outs, .. }
+                | Step::ConvFilter { outs, .. }
+                | Step::Fused { outs, .. } => {
                     live += outs.iter().map(|&v| bytes(v)).sum::<usize>();
                 }
                 Step::Alias { .. } => {}
@@ -522,6 +536,12 @@ impl Executable {
                     }
                 }
                 Step::Alias { input, out } => env[*out] = env[*input].clone(),
+                Step::ConvFilter { ins, outs, strides, padding, rhs_dilation, k_sp } => {
+                    let ops = self.operands(&env, ins);
+                    let res =
+                        cpu::conv_filter_grad(ops[0], ops[1], strides, padding, rhs_dilation, k_sp);
+                    env[outs[0]] = Some(Buf::Own(Arc::new(res)));
+                }
                 Step::Fused { prog, ins, outs, donatable, producer, .. } => {
                     // Inputs that die here, are uniquely owned and read once are donated.
                     let mut donate = vec![false; ins.len()];
@@ -725,6 +745,95 @@ fn slot_vars(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Rewrites each convolution kernel gradient that the transpose rule emits,
+/// `transpose[1.., 0, r-1](conv(transpose[r-1, 1.., 0](x), transpose[1.., 0, r-1](g)))`,
+/// into one [`Step::ConvFilter`] on `x` and `g`, where the intermediates are read by
+/// nothing else. It runs where the last transpose ran (`x` and `g` exist earlier). Saves
+/// the three transposed copies and runs the product over the forward im2col.
+fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
+    let mut def: HashMap<usize, usize> = HashMap::new();
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for (s, step) in steps.iter().enumerate() {
+        let (ins, outs): (Vec<usize>, &[usize]) = match step {
+            Step::Kernel { ins, outs, .. }
+            | Step::ConvFilter { ins, outs, .. }
+            | Step::Fused { ins, outs, producer: None, .. } => (slot_vars(ins).collect(), outs),
+            Step::Fused { ins, outs, producer: Some(p), .. } => {
+                (slot_vars(ins).chain(slot_vars(&p.ins)).collect(), outs)
+            }
+            Step::Alias { input, out } => (vec![*input], std::slice::from_ref(out)),
+        };
+        for v in ins {
+            *uses.entry(v).or_default() += 1;
+        }
+        for &v in outs {
+            def.insert(v, s);
+        }
+    }
+    // The single-use, non-output intermediate `v` defined by a one-input transpose with
+    // permutation `want`: (its step, the transpose's input).
+    let transposed = |steps: &[Option<Step>], v: usize, want: &[usize]| -> Option<(usize, Slot)> {
+        let s = *def.get(&v)?;
+        let Some(Step::Kernel { prim: Prim::Transpose { perm }, ins, .. }) = &steps[s] else {
+            return None;
+        };
+        let [Slot::Var(x)] = ins[..] else { return None };
+        (perm == want && uses.get(&v) == Some(&1) && !is_out[v]).then_some((s, Slot::Var(x)))
+    };
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    for t in 0..steps.len() {
+        let Some(Step::Kernel { prim: Prim::Transpose { perm }, ins, outs, out_avals }) = &steps[t]
+        else {
+            continue;
+        };
+        let r = perm.len();
+        if r < 3 || !matches!(out_avals[0].dtype, DType::F32 | DType::F64) {
+            continue;
+        }
+        // [1, .., r-2, 0, r-1] (spatial first) and [r-1, 1, .., r-2, 0] (batch <-> feature).
+        let spatial_first: Vec<usize> = (1..r - 1).chain([0, r - 1]).collect();
+        let swapped: Vec<usize> = [r - 1].into_iter().chain(1..r - 1).chain([0]).collect();
+        let [Slot::Var(c)] = ins[..] else { continue };
+        if *perm != spatial_first || uses.get(&c) != Some(&1) || is_out[c] {
+            continue;
+        }
+        let Some(&cs) = def.get(&c) else { continue };
+        let Some(Step::Kernel {
+            prim: Prim::Conv { strides, padding, lhs_dilation, rhs_dilation, feature_group_count },
+            ins: cins,
+            out_avals: cav,
+            ..
+        }) = &steps[cs]
+        else {
+            continue;
+        };
+        if *feature_group_count != 1 || lhs_dilation.iter().any(|&d| d != 1) {
+            continue;
+        }
+        let [Slot::Var(l), Slot::Var(rv)] = cins[..] else { continue };
+        let (Some((ls, x)), Some((rs, g))) =
+            (transposed(&steps, l, &swapped), transposed(&steps, rv, &spatial_first))
+        else {
+            continue;
+        };
+        let step = Step::ConvFilter {
+            ins: vec![x, g],
+            outs: outs.clone(),
+            // The kernel-gradient convolution's window strides are the forward kernel
+            // dilation and its kernel dilation the forward strides.
+            strides: rhs_dilation.clone(),
+            padding: padding.clone(),
+            rhs_dilation: strides.clone(),
+            k_sp: cav[0].shape[1..r - 1].to_vec(),
+        };
+        for s in [ls, rs, cs] {
+            steps[s] = None;
+        }
+        steps[t] = Some(step);
+    }
+    steps.into_iter().flatten().collect()
+}
+
 /// Makes each float matrix product or convolution whose output is read by one fused
 /// elementwise group only (full view, same shape, no reduction) that group's producer: the
 /// group then runs as the contraction's epilogue, on each output block while it is in
@@ -734,7 +843,9 @@ fn merge_epilogues(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
     let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
         let ins: Vec<usize> = match step {
-            Step::Kernel { ins, .. } | Step::Fused { ins, .. } => slot_vars(ins).collect(),
+            Step::Kernel { ins, .. } | Step::ConvFilter { ins, .. } | Step::Fused { ins, .. } => {
+                slot_vars(ins).collect()
+            }
             Step::Alias { input, .. } => vec![*input],
         };
         for v in ins {
@@ -830,6 +941,9 @@ impl Executable {
                 format!("{} = kernel {} {}", names(outs).join(" "), prim.name(), slots(ins))
             }
             Step::Alias { input, out } => format!("{} = alias {}", VarName(*out), VarName(*input)),
+            Step::ConvFilter { ins, outs, .. } => {
+                format!("{} = conv_filter_grad {}", names(outs).join(" "), slots(ins))
+            }
             Step::Fused { prog, ins, outs, ops, producer, .. } => format!(
                 "{} = fused[{}{:?}{}] {{{}{}}} {}",
                 names(outs).join(" "),

@@ -139,7 +139,7 @@ fn matmul<T: GemmFloat>(
 /// of the `dst` view meanwhile.
 #[allow(clippy::too_many_arguments)] // three strided operands plus sizes and threading
 unsafe fn matmul_unchecked<T: GemmFloat>(
-    (m, n, k): (usize, usize, usize),
+    mnk: (usize, usize, usize),
     dst: *mut T,
     d: MatRef,
     a: *const T,
@@ -148,8 +148,29 @@ unsafe fn matmul_unchecked<T: GemmFloat>(
     bm: MatRef,
     par: Parallelism,
 ) {
-    // SAFETY: guaranteed by the caller; `T` is f32 or f64, which gemm supports. With
-    // `read_dst = false` gemm computes `dst = 1 * a @ b`.
+    // SAFETY: the caller's contract.
+    unsafe { gemm_unchecked(mnk, dst, d, false, a, am, b, bm, par) }
+}
+
+/// `dst[d] (+)= a[am] @ b[bm]`: with `accumulate` the product is added to `dst`'s
+/// elements (which must be initialized), else it overwrites them.
+///
+/// # Safety
+/// As [`matmul_unchecked`].
+#[allow(clippy::too_many_arguments)] // three strided operands plus sizes and threading
+unsafe fn gemm_unchecked<T: GemmFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    d: MatRef,
+    accumulate: bool,
+    a: *const T,
+    am: MatRef,
+    b: *const T,
+    bm: MatRef,
+    par: Parallelism,
+) {
+    // SAFETY: guaranteed by the caller; `T` is f32 or f64, which gemm supports. gemm
+    // computes `dst = 1 * a @ b`, or `dst = 1 * dst + 1 * a @ b` when reading `dst`.
     unsafe {
         gemm::gemm(
             m,
@@ -158,14 +179,14 @@ unsafe fn matmul_unchecked<T: GemmFloat>(
             dst.add(d.off),
             d.cs as isize,
             d.rs as isize,
-            false,
+            accumulate,
             a.add(am.off),
             am.cs as isize,
             am.rs as isize,
             b.add(bm.off),
             bm.cs as isize,
             bm.rs as isize,
-            T::ZERO,
+            if accumulate { T::ONE } else { T::ZERO },
             T::ONE,
             false,
             false,
@@ -1036,6 +1057,93 @@ pub fn conv(
     }
 }
 
+/// The gradient of a convolution with respect to its kernel, from the forward input `x`
+/// `[N, spatial.., C]` and the output gradient `g` `[N, out spatial.., O]`: the kernel-shaped
+/// `[k_sp.., C, O]` sum over `n` and output positions `p` of
+/// `x[n, p * strides + t * rhs_dilation - padding_low, c] * g[n, p, o]` for each tap `t`
+/// (zero outside `x`). This is what the transpose rule's
+/// `transpose(conv(transpose(x), transpose(g)))` computes (with that convolution's window
+/// strides as `rhs_dilation` here and its kernel dilation as `strides`), as one product
+/// `im2col(x)^T @ g` over the forward im2col, with no transposed copies. The rows of the
+/// im2col (the sum) are split across threads, each accumulating its own partial kernel.
+#[allow(clippy::too_many_arguments)] // mirrors a convolution's parameters
+pub fn conv_filter_grad(
+    x: Operand<'_>,
+    g: Operand<'_>,
+    strides: &[usize],
+    padding: &[(i64, i64)],
+    rhs_dilation: &[usize],
+    k_sp: &[usize],
+) -> Storage {
+    let nd = x.shape.len();
+    let (cin, cout) = (x.shape[nd - 1], g.shape[nd - 1]);
+    let rshape: Vec<usize> = k_sp.iter().copied().chain([cin, cout]).collect();
+    let ones = vec![1; nd - 2];
+    let geom = ConvGeom::new(x.shape, &rshape, strides, padding, &ones, rhs_dilation, 1, g.shape);
+    match (x.data, g.data) {
+        (Storage::F32(x), Storage::F32(g)) => Storage::F32(filter_grad(x, g, &geom)),
+        (Storage::F64(x), Storage::F64(g)) => Storage::F64(filter_grad(x, g, &geom)),
+        (a, b) => unreachable!(
+            "conv_filter_grad: f32 or f64 operands of one dtype, got {} and {}",
+            a.dtype(),
+            b.dtype()
+        ),
+    }
+}
+
+fn filter_grad<T: GemmFloat>(x: &[T], g: &[T], geom: &ConvGeom) -> Vec<T> {
+    let (rows, kc, cout) = (geom.rows(), geom.kprod * geom.cin, geom.cout);
+    assert_eq!(g.len(), rows * cout, "conv_filter_grad: output gradient of the wrong size");
+    if rows == 0 || kc * cout == 0 {
+        return vec![T::ZERO; kc * cout];
+    }
+    let rb = (IM2COL_BLOCK / kc).clamp(64, 4096).min(rows);
+    let tasks = rayon::current_num_threads().min(rows.div_ceil(rb)).max(1);
+    let per = rows.div_ceil(tasks);
+    // Each task sums the rows `t * per ..` into its own `[kc, cout]` partial.
+    let partial = |t: usize| {
+        let mut acc = vec![T::ZERO; kc * cout];
+        let mut buf = Vec::new();
+        let (start, end) = (t * per, ((t + 1) * per).min(rows));
+        let mut r0 = start;
+        while r0 < end {
+            let nr = rb.min(end - r0);
+            im2col(x, geom, r0, nr, &mut buf);
+            // SAFETY: `buf` holds `nr x kc` elements, read transposed (`kc x nr`); `g` rows
+            // `r0..r0 + nr` are inside it (`g.len() == rows * cout`); `acc` is this task's
+            // own initialized `kc x cout` buffer; `nr > 0`.
+            unsafe {
+                gemm_unchecked(
+                    (kc, cout, nr),
+                    acc.as_mut_ptr(),
+                    MatRef::new(0, cout, 1),
+                    true,
+                    buf.as_ptr(),
+                    MatRef::new(0, 1, kc),
+                    g.as_ptr(),
+                    MatRef::new(r0 * cout, cout, 1),
+                    Parallelism::None,
+                )
+            };
+            r0 += nr;
+        }
+        acc
+    };
+    let parts: Vec<Vec<T>> = if tasks > 1 {
+        (0..tasks).into_par_iter().map(partial).collect()
+    } else {
+        vec![partial(0)]
+    };
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().expect("at least one task");
+    for p in parts {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o = *o + v;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1487,6 +1595,87 @@ mod tests {
     #[test]
     fn conv_f32_all_cases() {
         check_conv::<f32>(1e-5, &conv_cases());
+    }
+
+    /// `conv_filter_grad` against a direct sum, on every ungrouped case without input
+    /// dilation (strides, padding, cropping, kernel dilation, 1 to 3 spatial dims, one
+    /// input channel, parallel tasks).
+    #[test]
+    fn conv_filter_grad_matches_a_direct_sum() {
+        let mut rng = Rng(4242);
+        let mut checked = 0;
+        for c in conv_cases() {
+            if c.groups != 1 || c.lhs_dil.iter().any(|&d| d != 1) {
+                continue;
+            }
+            let x = rng.floats(c.x.iter().product());
+            let (_, oshape) = ref_conv(&c, &x, &rng.floats(c.w.iter().product()));
+            let g = rng.floats(oshape.iter().product());
+            let ns = c.x.len() - 2;
+            let (cin, cout) = (c.x[ns + 1], c.w[ns + 1]);
+            let (ksp, osp, isp) = (&c.w[..ns], &oshape[1..=ns], &c.x[1..=ns]);
+            let (kprod, oprod) = (ksp.iter().product::<usize>(), osp.iter().product::<usize>());
+            let unflat = |mut i: usize, dims: &[usize]| {
+                let mut v = vec![0; dims.len()];
+                for d in (0..dims.len()).rev() {
+                    v[d] = i % dims[d];
+                    i /= dims[d];
+                }
+                v
+            };
+            let mut want = vec![0.0; kprod * cin * cout];
+            for n in 0..c.x[0] {
+                for p in 0..oprod {
+                    let pv = unflat(p, osp);
+                    for t in 0..kprod {
+                        let tv = unflat(t, ksp);
+                        let mut xi = n;
+                        let mut inside = true;
+                        for d in 0..ns {
+                            let q = (pv[d] * c.strides[d] + tv[d] * c.rhs_dil[d]) as i64
+                                - c.padding[d].0;
+                            inside &= q >= 0 && q < isp[d] as i64;
+                            xi = xi * isp[d] + q.max(0) as usize;
+                        }
+                        if !inside {
+                            continue;
+                        }
+                        for ci in 0..cin {
+                            for o in 0..cout {
+                                want[(t * cin + ci) * cout + o] +=
+                                    x[xi * cin + ci] * g[(n * oprod + p) * cout + o];
+                            }
+                        }
+                    }
+                }
+            }
+            for (tol, xs, gs) in [
+                (1e-5, storage::<f32>(&x), storage::<f32>(&g)),
+                (1e-12, storage::<f64>(&x), storage::<f64>(&g)),
+            ] {
+                let got = conv_filter_grad(
+                    Operand { data: &xs, shape: &c.x },
+                    Operand { data: &gs, shape: &oshape },
+                    &c.strides,
+                    &c.padding,
+                    &c.rhs_dil,
+                    ksp,
+                )
+                .to_f64_vec();
+                assert_eq!(got.len(), want.len());
+                let terms = ((c.x[0] * oprod) as f64).sqrt();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tol * terms * (b.abs() + 1.0),
+                        "x={:?} w={:?} at {i}: {a} vs {b}",
+                        c.x,
+                        c.w
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} cases");
     }
 
     #[test]

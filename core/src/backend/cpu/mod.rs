@@ -6,6 +6,7 @@
 //! on the `gemm` crate.
 
 mod dot;
+pub(crate) use dot::conv_filter_grad;
 mod elementwise;
 pub mod fused;
 mod gather;
