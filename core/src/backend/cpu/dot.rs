@@ -1066,7 +1066,6 @@ pub fn conv(
 /// strides as `rhs_dilation` here and its kernel dilation as `strides`), as one product
 /// `im2col(x)^T @ g` over the forward im2col, with no transposed copies. The rows of the
 /// im2col (the sum) are split across threads, each accumulating its own partial kernel.
-#[allow(clippy::too_many_arguments)] // mirrors a convolution's parameters
 pub fn conv_filter_grad(
     x: Operand<'_>,
     g: Operand<'_>,
