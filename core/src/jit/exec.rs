@@ -378,16 +378,7 @@ impl Executable {
         // ---- buffer plan: free after the last use ----
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (s, step) in steps.iter().enumerate() {
-            let ins: Vec<usize> = match step {
-                Step::Kernel { ins, .. }
-                | Step::ConvFilter { ins, .. }
-                | Step::Fused { ins, producer: None, .. } => slot_vars(ins).collect(),
-                Step::Fused { ins, producer: Some(p), .. } => {
-                    slot_vars(ins).chain(slot_vars(&p.ins)).collect()
-                }
-                Step::Alias { input, .. } => vec![*input],
-            };
-            for v in ins {
+            for v in step.reads() {
                 last_use[v] = Some(s);
             }
         }
@@ -413,14 +404,8 @@ impl Executable {
             not_owned[v.id] = true;
         }
         for (s, step) in steps.iter().enumerate() {
-            match step {
-                Step::Kernel { outs, .. }
-                | Step::ConvFilter { outs, .. }
-                | Step::Fused { outs, .. } => {
-                    live += outs.iter().map(|&v| bytes(v)).sum::<usize>();
-                }
-                Step::Alias { .. } => {}
-            }
+            live +=
+                step.writes().iter().filter(|&&v| !not_owned[v]).map(|&v| bytes(v)).sum::<usize>();
             peak = peak.max(live);
             for &v in &free_after[s] {
                 if !not_owned[v] {
@@ -738,6 +723,31 @@ fn build_group(
     }
 }
 
+impl Step {
+    /// The variables the step reads (a merged contraction's inputs included).
+    fn reads(&self) -> Vec<usize> {
+        match self {
+            Step::Kernel { ins, .. }
+            | Step::ConvFilter { ins, .. }
+            | Step::Fused { ins, producer: None, .. } => slot_vars(ins).collect(),
+            Step::Fused { ins, producer: Some(p), .. } => {
+                slot_vars(ins).chain(slot_vars(&p.ins)).collect()
+            }
+            Step::Alias { input, .. } => vec![*input],
+        }
+    }
+
+    /// The variables the step defines.
+    fn writes(&self) -> &[usize] {
+        match self {
+            Step::Kernel { outs, .. }
+            | Step::ConvFilter { outs, .. }
+            | Step::Fused { outs, .. } => outs,
+            Step::Alias { out, .. } => std::slice::from_ref(out),
+        }
+    }
+}
+
 fn slot_vars(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
     slots.iter().filter_map(|x| match x {
         Slot::Var(v) => Some(*v),
@@ -754,19 +764,10 @@ fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
     let mut def: HashMap<usize, usize> = HashMap::new();
     let mut uses: HashMap<usize, usize> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
-        let (ins, outs): (Vec<usize>, &[usize]) = match step {
-            Step::Kernel { ins, outs, .. }
-            | Step::ConvFilter { ins, outs, .. }
-            | Step::Fused { ins, outs, producer: None, .. } => (slot_vars(ins).collect(), outs),
-            Step::Fused { ins, outs, producer: Some(p), .. } => {
-                (slot_vars(ins).chain(slot_vars(&p.ins)).collect(), outs)
-            }
-            Step::Alias { input, out } => (vec![*input], std::slice::from_ref(out)),
-        };
-        for v in ins {
+        for v in step.reads() {
             *uses.entry(v).or_default() += 1;
         }
-        for &v in outs {
+        for &v in step.writes() {
             def.insert(v, s);
         }
     }
@@ -842,13 +843,7 @@ fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
 fn merge_epilogues(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
     let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
-        let ins: Vec<usize> = match step {
-            Step::Kernel { ins, .. } | Step::ConvFilter { ins, .. } | Step::Fused { ins, .. } => {
-                slot_vars(ins).collect()
-            }
-            Step::Alias { input, .. } => vec![*input],
-        };
-        for v in ins {
+        for v in step.reads() {
             readers.entry(v).or_default().push(s);
         }
     }

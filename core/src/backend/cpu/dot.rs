@@ -1128,11 +1128,7 @@ fn filter_grad<T: GemmFloat>(x: &[T], g: &[T], geom: &ConvGeom) -> Vec<T> {
         }
         acc
     };
-    let parts: Vec<Vec<T>> = if tasks > 1 {
-        (0..tasks).into_par_iter().map(partial).collect()
-    } else {
-        vec![partial(0)]
-    };
+    let parts: Vec<Vec<T>> = (0..tasks).into_par_iter().map(partial).collect();
     let mut parts = parts.into_iter();
     let mut out = parts.next().expect("at least one task");
     for p in parts {
