@@ -110,10 +110,13 @@ pub fn takes_epilogue(prim: &Prim) -> bool {
 /// freed memory at the top of the heap back to the system, so a train step that frees and
 /// re-allocates the same multi-megabyte buffers every step faults and zeroes their pages in
 /// again each time (measured: about a tenth of the small CNN's step in the kernel's
-/// page-fault paths). This serves blocks up to 32 MiB (glibc's largest setting) from the
-/// heap and trims it only when 1 GiB lies free at its top, as the caching allocators of
-/// other frameworks do. `KILN_MALLOC_TUNING=0` keeps glibc's defaults; other platforms and
-/// C libraries are left alone.
+/// page-fault paths). This serves every block from the heap (no `mmap`s: glibc's
+/// threshold tops out at 32 MiB, and a 10M-element f32 array is 40 MB) and trims it only
+/// when 1 GiB lies free at its top, as the caching allocators of other frameworks do.
+/// Measured on the benchmark's eager `sum(x + y * z)` over 10M elements: 2.7 -> 9-11 GB/s;
+/// per-example gradients (51 MB outputs) 2-3x more examples per second. The price: freed
+/// memory stays with the process for reuse. `KILN_MALLOC_TUNING=0` keeps glibc's
+/// defaults; other platforms and C libraries are left alone.
 pub(crate) fn tune_allocator() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -124,6 +127,7 @@ pub(crate) fn tune_allocator() {
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+                libc::mallopt(libc::M_MMAP_MAX, 0);
             }
         }
     });
