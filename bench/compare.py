@@ -6,8 +6,13 @@ workload; where a workload also has a jitted JAX variant, it gets a second row.
 Rows listed in TWINS (kiln-nn/kiln-optim versions of a hand-written kiln workload) compare
 with the JAX program of the workload they re-implement and with the hand-written kiln row.
 
-Usage: python3 bench/compare.py [workload-substring]  (e.g. `mlp_step` for both MLP steps)
-Needs: `pip install jax==0.10.2` (CPU). Builds kiln-bench in release mode first.
+PyTorch twins run too when `torch` imports, and get a column of their own (nan without
+it): jitted rows compare with `torch.compile`, and train steps also with eager PyTorch.
+
+Usage: python3 bench/compare.py [workload-substring] [--rounds N]
+  (e.g. `mlp_step` for both MLP steps; N rounds alternate kiln, JAX and PyTorch, medians)
+Needs: `pip install jax==0.10.2` (CPU); optional `pip install torch`. Builds kiln-bench in
+release mode first.
 """
 import json
 import os
@@ -17,7 +22,13 @@ import time
 
 import numpy as np
 
-only = sys.argv[1] if len(sys.argv) > 1 else ""
+args = sys.argv[1:]
+rounds = 1
+if "--rounds" in args:
+    i = args.index("--rounds")
+    rounds = int(args[i + 1])
+    del args[i:i + 2]
+only = args[0] if args else ""
 
 
 def med(f, warmup, reps):
@@ -230,6 +241,77 @@ def step_bench(out, name, params, batch, loss):
     out[name + " compile"] = ("s", first - t)
 
 
+def torch_results():
+    """PyTorch twins of the JAX workloads, keyed by the kiln row they compare with."""
+    # Compile times are measured cold, not from inductor's on-disk cache of earlier runs.
+    os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return {}
+    import logging
+    torch._logging.set_logs(dynamo=logging.ERROR)  # compile-time notices are not results
+    torch.manual_seed(0)
+    out = {}
+    if "dispatch" in only or not only:
+        x, y = torch.ones(8), torch.ones(8)
+        out["dispatch_add_f32[8]"] = ("us/op", med(lambda: x + y, 1000, 20001) * 1e6)
+    if "fused_sum" in only or not only:
+        n = 10_000_000
+        x, y, z = (torch.randn(n) for _ in range(3))
+        t = med(lambda: (x + y * z).sum(), 2, 11)
+        out["sum(x+y*z)_f32[10M]"] = ("GB/s", 12 * n / t / 1e9)
+        f = torch.compile(lambda x, y, z: (x + y * z).sum())
+        t = med(lambda: f(x, y, z), 2, 11)
+        out["sum(x+y*z)_f32[10M] [jit]"] = ("GB/s", 12 * n / t / 1e9)
+    if "matmul" in only or not only:
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        t = med(lambda: a @ b, 2, 11)
+        out["matmul_f32_1024^3"] = ("GFLOP/s", 2 * 1024**3 / t / 1e9)
+    if "mlp_step" in only or not only:
+        model = torch.nn.Sequential(
+            torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
+            torch.nn.ReLU(), torch.nn.Linear(512, 10))
+        x = torch.randn(128, 784)
+        y = F.one_hot(torch.arange(128) % 10, 10).float()
+        torch_step(out, "mlp_step_784-512-512-10_b128_adam [jit]", model, x, y)
+    if "cnn_step" in only or not only:
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(7 * 7 * 64, 128), torch.nn.ReLU(),
+            torch.nn.Linear(128, 10)).to(memory_format=torch.channels_last)
+        x = torch.randn(64, 1, 28, 28).to(memory_format=torch.channels_last)
+        y = F.one_hot(torch.arange(64) % 10, 10).float()
+        torch_step(out, "cnn_step_28x28_b64_adam [jit]", model, x, y)
+    return out
+
+
+def torch_step(out, name, model, x, y):
+    """A PyTorch train step (forward, backward, torch.optim.Adam), eager and under
+    torch.compile: `name` gets the compiled figure (kiln's jitted step compares with it),
+    `name (eager)` the eager one, `name compile` the compile time."""
+    import torch
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def one():
+        opt.zero_grad(set_to_none=True)
+        loss = -(torch.log_softmax(model(x), -1) * y).sum(1).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    out[name + " (eager)"] = ("ms/step", med(one, 3, 21) * 1e3)
+    compiled = torch.compile(one)
+    t0 = time.perf_counter()
+    compiled()
+    first = time.perf_counter() - t0
+    t = med(compiled, 3, 21)
+    out[name] = ("ms/step", t * 1e3)
+    out[name + " compile"] = ("s", first - t)
+
+
 def kiln_results():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
@@ -262,33 +344,58 @@ def twin_of(name):
     return None
 
 
+def median_rows(runs):
+    """Per row, the median over rounds (rows missing from a round are skipped)."""
+    out = {}
+    for name in dict.fromkeys(n for r in runs for n in r):
+        vals = sorted(r[name][1] for r in runs if name in r)
+        out[name] = (next(r[name][0] for r in runs if name in r), vals[len(vals) // 2])
+    return out
+
+
 def main():
-    k = kiln_results()
-    j = jax_results()
+    # Rounds alternate kiln, JAX and PyTorch so that a machine whose speed drifts over
+    # minutes does not favour whichever ran in its fast stretch; each row is the median.
+    ks, js, ts = [], [], []
+    for _ in range(rounds):
+        ks.append(kiln_results())
+        js.append(jax_results())
+        ts.append(torch_results())
+    k, j, t = median_rows(ks), median_rows(js), median_rows(ts)
     higher_is_better = {"GB/s", "GFLOP/s", "ex/s"}
     w = 45
+    nan = float("nan")
 
     def ratio(metric, ours, theirs):
         return ours / theirs if metric in higher_is_better else theirs / ours
 
-    print(f"{'workload':{w}} {'metric':8} {'kiln':>10} {'JAX':>10} {'kiln vs JAX':>12}")
+    def row(label, metric, kv, jv, tv, note=""):
+        print(f"{label:{w}} {metric:8} {kv:10.3f} {jv:10.3f} {ratio(metric, kv, jv):11.2f}x"
+              f" {tv:10.3f} {ratio(metric, kv, tv):10.2f}x{note}")
+
+    print(f"{'workload':{w}} {'metric':8} {'kiln':>10} {'JAX':>10} {'kiln vs JAX':>12}"
+          f" {'PyTorch':>10} {'vs PyTorch':>11}")
     for name, (metric, kv) in k.items():
         twin = twin_of(name)
         # The eager JAX figure, then any variant (e.g. "name [jit]") of the same workload;
         # kiln rows marked [jit] compare with JAX's [jit] row of the same name.
         variants = [] if "[jit]" in name else sorted(n for n in j if n.startswith(name + " ["))
         for jname in [name] + variants:
-            jv = j.get(twin or jname, (metric, float("nan")))[1]
+            jv = j.get(twin or jname, (metric, nan))[1]
+            tv = t.get(twin or jname, (metric, nan))[1]
             label = name if jname == name else "  vs JAX " + jname[len(name) + 1:]
-            print(f"{label:{w}} {metric:8} {kv:10.3f} {jv:10.3f} {ratio(metric, kv, jv):11.2f}x")
+            row(label, metric, kv, jv, tv)
+        eager = t.get((twin or name) + " (eager)")
+        if eager is not None:
+            row("  vs PyTorch eager", metric, kv, nan, eager[1])
         if twin is not None:
-            hv = k.get(twin, (metric, float("nan")))[1]
-            label = "  vs kiln hand-written"
-            print(f"{label:{w}} {metric:8} {kv:10.3f} {hv:10.3f} {ratio(metric, kv, hv):11.2f}x"
-                  "  (2nd figure: kiln's hand-written step, not JAX)")
-    print("(kiln vs JAX > 1 means kiln is faster; rows marked [jit] are compiled in both, "
-          "the others eager in both unless the JAX variant is marked [jit]; same machine, "
-          "same run)")
+            hv = k.get(twin, (metric, nan))[1]
+            print(f"{'  vs kiln hand-written':{w}} {metric:8} {kv:10.3f} {hv:10.3f}"
+                  f" {ratio(metric, kv, hv):11.2f}x  (2nd figure: kiln's hand-written step, not JAX)")
+    print("(> 1 means kiln is faster. Rows marked [jit] are compiled in kiln and JAX, and in "
+          "PyTorch with torch.compile; 'vs PyTorch eager' rows compare with the eager step; "
+          f"the others are eager unless the variant is marked [jit]. Same machine, {rounds} "
+          "round(s) alternating the three, medians.)")
 
 
 if __name__ == "__main__":
