@@ -704,23 +704,18 @@ fn build_group(
             outs.push(v.id);
         }
     }
-    Step::Fused {
-        prog: FusedProgram {
-            dtype: g.dtype,
-            domain: g.domain.clone(),
-            inner: g.inner.unwrap_or(1),
-            views,
-            prologue,
-            body,
-            outputs,
-            n_regs,
-        },
-        ins,
-        outs,
-        ops,
-        donatable,
-        producer: None,
-    }
+    let mut prog = FusedProgram {
+        dtype: g.dtype,
+        domain: g.domain.clone(),
+        inner: g.inner.unwrap_or(1),
+        views,
+        prologue,
+        body,
+        outputs,
+        n_regs,
+    };
+    prog.hoist_invariants();
+    Step::Fused { prog, ins, outs, ops, donatable, producer: None }
 }
 
 impl Step {

@@ -173,6 +173,35 @@ pub struct FusedProgram {
 }
 
 impl FusedProgram {
+    /// Moves body instructions whose operands are all uniform (constants, scalar inputs
+    /// and values computed from them) into the prologue, so they run once per work item
+    /// instead of once per tile.
+    pub fn hoist_invariants(&mut self) {
+        let mut uniform = self.uniform();
+        let mut body = Vec::with_capacity(self.body.len());
+        for ins in std::mem::take(&mut self.body) {
+            let invariant =
+                !matches!(ins, Instr::Load { .. }) && ins.operands().iter().all(|&r| uniform[r]);
+            if invariant {
+                uniform[ins.dst()] = true;
+                self.prologue.push(ins);
+            } else {
+                body.push(ins);
+            }
+        }
+        self.body = body;
+    }
+
+    /// Which registers hold the same value at every domain element: those the prologue
+    /// writes.
+    fn uniform(&self) -> Vec<bool> {
+        let mut u = vec![false; self.n_regs];
+        for ins in &self.prologue {
+            u[ins.dst()] = true;
+        }
+        u
+    }
+
     /// The tile buffer of each register, and the number of buffers: registers whose
     /// values are dead share buffers, so a long program's working set stays in the L1
     /// cache. Prologue registers and the program's results keep theirs for the whole
@@ -410,10 +439,12 @@ fn run_typed<T: FusedFloat>(
         .collect();
     let prefetch = streams::<T>(prog, &ins);
     let tiles = prog.assign_tiles();
+    let uniform = prog.uniform();
     let ctx = Ctx {
         simd: simd(),
         prefetch,
         tiles: (&tiles.0, tiles.1),
+        uniform: &uniform,
         prog,
         ins: &ins,
         ptrs: &ptrs,
@@ -551,6 +582,9 @@ struct Ctx<'a, T> {
     /// Each register's tile buffer and the number of buffers
     /// ([`FusedProgram::assign_tiles`], planned once per run).
     tiles: (&'a [usize], usize),
+    /// Registers written by the prologue ([`FusedProgram::uniform`]): computing
+    /// instructions read one element of them, as a scalar.
+    uniform: &'a [bool],
     prog: &'a FusedProgram,
     ins: &'a [In<T>],
     ptrs: &'a [OutPtr<T>],
@@ -700,7 +734,7 @@ impl<T: Real> Ctx<'_, T> {
         match ins {
             Instr::Load { input, .. } => self.load(*input, d, off),
             Instr::Const { value, .. } => d.fill(T::from_f64(*value)),
-            _ => compute_dispatch(self.simd, ins, regs, d),
+            _ => compute_dispatch(self.simd, ins, regs, self.uniform, d),
         }
     }
 
@@ -809,20 +843,40 @@ impl<T> Regs<T> {
 /// Runs a computing instruction (unary, binary, select, clamp) into `d`, compiled for
 /// the [`Simd`] level of the program's run (same bits on every level).
 #[inline]
-fn compute_dispatch<T: Real>(level: Simd, ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
-    super::simd_dispatch!(level, [T: Real], (ins: &Instr, regs: &Regs<T>, d: &mut [T]), {
-        compute(ins, regs, d)
-    })
+fn compute_dispatch<T: Real>(
+    level: Simd,
+    ins: &Instr,
+    regs: &Regs<T>,
+    uniform: &[bool],
+    d: &mut [T],
+) {
+    super::simd_dispatch!(
+        level,
+        [T: Real],
+        (ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]),
+        { compute(ins, regs, uniform, d) }
+    )
+}
+
+/// An operand of a computing instruction: a tile, or one value for every element (a
+/// uniform register), which the loops keep in a register instead of loading per element.
+#[derive(Clone, Copy)]
+enum Opnd<'a, T> {
+    Tile(&'a [T]),
+    Scalar(T),
 }
 
 /// The loop of a computing instruction over one tile (`d.len()` elements); inlined into
 /// each [`Simd`] variant of [`compute_dispatch`].
 #[inline(always)]
-fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, d: &mut [T]) {
+fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]) {
     let len = d.len();
+    let get = |r: usize| {
+        if uniform[r] { Opnd::Scalar(regs.get(r, 1)[0]) } else { Opnd::Tile(regs.get(r, len)) }
+    };
     match ins {
         Instr::Unary { prim, a, .. } => unary(prim, regs.get(*a, len), d),
-        Instr::Binary { prim, a, b, .. } => binary(prim, regs.get(*a, len), regs.get(*b, len), d),
+        Instr::Binary { prim, a, b, .. } => binary(prim, get(*a), get(*b), d),
         Instr::Select { p, t, f, .. } => {
             let (p, t, f) = (regs.get(*p, len), regs.get(*t, len), regs.get(*f, len));
             for i in 0..len {
@@ -907,11 +961,27 @@ fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
 }
 
 #[inline(always)]
-fn binary<T: Real>(prim: &Prim, a: &[T], b: &[T], d: &mut [T]) {
+fn binary<T: Real>(prim: &Prim, a: Opnd<'_, T>, b: Opnd<'_, T>, d: &mut [T]) {
+    // One loop per operand kind, so a uniform operand stays in a register.
     macro_rules! m {
         (|$x:ident, $y:ident| $e:expr) => {
-            for ((o, &$x), &$y) in d.iter_mut().zip(a).zip(b) {
-                *o = $e;
+            match (a, b) {
+                (Opnd::Tile(a), Opnd::Tile(b)) => {
+                    for ((o, &$x), &$y) in d.iter_mut().zip(a).zip(b) {
+                        *o = $e;
+                    }
+                }
+                (Opnd::Tile(a), Opnd::Scalar($y)) => {
+                    for (o, &$x) in d.iter_mut().zip(a) {
+                        *o = $e;
+                    }
+                }
+                (Opnd::Scalar($x), Opnd::Tile(b)) => {
+                    for (o, &$y) in d.iter_mut().zip(b) {
+                        *o = $e;
+                    }
+                }
+                (Opnd::Scalar($x), Opnd::Scalar($y)) => d.fill($e),
             }
         };
     }
@@ -1074,6 +1144,47 @@ mod tests {
             saved += n - n_tiles;
         }
         assert!(saved > 1000, "buffers are shared ({saved} saved)");
+    }
+
+    /// Instructions on uniform values move to the prologue, and binary instructions with
+    /// a uniform operand (either side, or both) compute the same bits as the plain
+    /// formulas, on a domain of several work items with a ragged last tile.
+    #[test]
+    fn uniform_operands_are_hoisted_and_read_as_scalars() {
+        use Instr::*;
+        let (c, s) = (1.5f64, 0.75f32);
+        let x: Vec<f32> = (0..PAR_THRESHOLD + 777).map(|i| (i % 97) as f32 * 0.37 - 9.0).collect();
+        let mut prog = FusedProgram {
+            dtype: DType::F32,
+            domain: vec![x.len()],
+            inner: 1,
+            views: vec![View::Full, View::Scalar],
+            prologue: vec![Const { value: c, dst: 0 }, Load { input: 1, dst: 1 }],
+            body: vec![
+                Load { input: 0, dst: 2 },
+                Binary { prim: Prim::Mul, a: 0, b: 1, dst: 3 }, // uniform: hoisted
+                Binary { prim: Prim::Sub, a: 3, b: 2, dst: 4 }, // scalar - tile
+                Binary { prim: Prim::Div, a: 4, b: 1, dst: 5 }, // tile / scalar
+                Unary { prim: Prim::Sqrt, a: 3, dst: 6 },       // uniform: hoisted
+                Binary { prim: Prim::Max, a: 5, b: 6, dst: 7 }, // tile, scalar
+            ],
+            outputs: vec![
+                Output::Elementwise { reg: 7, bool_out: false },
+                Output::Elementwise { reg: 6, bool_out: false },
+            ],
+            n_regs: 8,
+        };
+        prog.hoist_invariants();
+        assert_eq!(prog.prologue.len(), 4, "{:?}", prog.prologue);
+        assert_eq!(prog.body.len(), 4, "{:?}", prog.body);
+        let (xs, ss) = (Storage::F32(x.clone()), Storage::F32(vec![s]));
+        let out = run(&prog, vec![Arg::Ref(&xs), Arg::Ref(&ss)]);
+        let u = c as f32 * s;
+        let want: Vec<u32> = x.iter().map(|&v| max_nan((u - v) / s, u.sqrt()).to_bits()).collect();
+        let Storage::F32(got) = &out[0] else { panic!("f32 output") };
+        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
+        let Storage::F32(got) = &out[1] else { panic!("f32 output") };
+        assert!(got.len() == x.len() && got.iter().all(|v| v.to_bits() == u.sqrt().to_bits()));
     }
 
     /// Every SIMD level this CPU has computes the same bits as the baseline build, over
