@@ -217,6 +217,24 @@ fn powers_extrema_and_clip() {
     assert_arr(&t, &[2], &[std::f64::consts::FRAC_PI_4, -std::f64::consts::FRAC_PI_4]);
 }
 
+/// `relu` has `jax.nn.relu`'s derivative (0 at 0, where `maximum` splits 1/2 and 1/2),
+/// keeps NaN, works on integers, and its compiled gradient matches the eager one.
+#[test]
+fn relu_derivative_is_zero_at_zero_as_in_jax() {
+    let x = Array::from_vec(vec![-1.5f32, 0.0, 2.0, f32::NAN], [4]);
+    let y = x.relu().to_vec::<f32>();
+    assert_eq!(&y[..3], &[0.0, 0.0, 2.0]);
+    assert!(y[3].is_nan());
+    let g = kiln::grad(|x: &Array| (x.relu() * 3.0f32).sum());
+    let x3 = Array::from_vec(vec![-1.5f32, 0.0, 2.0], [3]);
+    assert_eq!(g(&x3).to_vec::<f32>(), vec![0.0, 0.0, 3.0]);
+    let gm = kiln::grad(|x: &Array| (x.maximum(0.0) * 3.0f32).sum());
+    assert_eq!(gm(&x3).to_vec::<f32>(), vec![0.0, 1.5, 3.0]);
+    let jg = kiln::jit::Jit::new(move |x: &Array| g(x));
+    assert_eq!(jg.call(&x3).to_vec::<f32>(), vec![0.0, 0.0, 3.0]);
+    assert_eq!(i(&[-2, 0, 7], &[3]).relu().to_vec::<i32>(), vec![0, 0, 7]);
+}
+
 #[test]
 fn comparisons_logical_and_bitwise() {
     let x = f(&[1.0, 2.0, 3.0], &[3]);

@@ -170,9 +170,15 @@ impl Array {
         lax::add(&pos, &lax::log1p(&lax::exp(&lax::neg(&lax::abs(&x)))))
     }
 
-    /// Elementwise `max(x, 0)`.
+    /// Elementwise `max(x, 0)`, with `jax.nn.relu`'s derivative: 1 where `x > 0`, else 0
+    /// (also at 0, where `maximum`'s derivative splits 1/2 and 1/2).
+    ///
+    /// Written as `select(x <= 0, 0, x)` (NaN stays NaN): its gradient is a select on the
+    /// saved predicate, so a compiled train step keeps a boolean mask per activation instead
+    /// of the float tie-splitting weights of `max`, and computes it with one comparison.
     pub fn relu(&self) -> Array {
-        lax::max(self, &lax::zeros_like(self))
+        let zero = lax::zeros_like(self);
+        lax::select(&lax::le(self, &zero), &zero, self)
     }
 
     /// Converts to `dtype` (`as`-cast semantics: float to integer truncates; nonzero to
