@@ -276,6 +276,38 @@ def torch_results():
         x = torch.randn(128, 784)
         y = F.one_hot(torch.arange(128) % 10, 10).float()
         torch_step(out, "mlp_step_784-512-512-10_b128_adam [jit]", model, x, y)
+    if "lm_step" in only or not only:
+        V, T, D, H, L, B = 65, 64, 128, 4, 4, 32
+        nn = torch.nn
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln1, self.ln2 = nn.LayerNorm(D, eps=1e-6), nn.LayerNorm(D, eps=1e-6)
+                self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+                self.up, self.down = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
+
+            def forward(self, h):
+                q, k, v = (t.reshape(B, T, H, D // H).transpose(1, 2)
+                           for t in self.qkv(self.ln1(h)).split(D, -1))
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                h = h + self.proj(o.transpose(1, 2).reshape(B, T, D))
+                return h + self.down(F.gelu(self.up(self.ln2(h)), approximate="tanh"))
+
+        class Gpt(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.tok, self.pos = nn.Embedding(V, D), nn.Embedding(T, D)
+                self.blocks = nn.Sequential(*[Block() for _ in range(L)])
+                self.ln, self.head = nn.LayerNorm(D, eps=1e-6), nn.Linear(D, V)
+
+            def forward(self, x):
+                h = self.tok(x) + self.pos.weight[:T]
+                return self.head(self.ln(self.blocks(h)))
+
+        x = torch.tensor((np.arange(B * T) * 7 + 13) % V).reshape(B, T)
+        y = F.one_hot(torch.tensor((np.arange(B * T) * 7 + 26) % V).reshape(B, T), V).float()
+        torch_step(out, "lm_step_gpt4x128_ctx64_b32_adam [jit]", Gpt(), x, y, dims=(-1,))
     if "cnn_step" in only or not only:
         model = torch.nn.Sequential(
             torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -288,16 +320,17 @@ def torch_results():
     return out
 
 
-def torch_step(out, name, model, x, y):
+def torch_step(out, name, model, x, y, dims=(1,)):
     """A PyTorch train step (forward, backward, torch.optim.Adam), eager and under
     torch.compile: `name` gets the compiled figure (kiln's jitted step compares with it),
-    `name (eager)` the eager one, `name compile` the compile time."""
+    `name (eager)` the eager one, `name compile` the compile time. The loss is the mean
+    over the batch (and sequence) of the cross-entropy summed over `dims` (the classes)."""
     import torch
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def one():
         opt.zero_grad(set_to_none=True)
-        loss = -(torch.log_softmax(model(x), -1) * y).sum(1).mean()
+        loss = -(torch.log_softmax(model(x), -1) * y).sum(dims).mean()
         loss.backward()
         opt.step()
         return loss
