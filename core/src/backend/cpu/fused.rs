@@ -1154,11 +1154,11 @@ mod tests {
         assert!(saved > 1000, "buffers are shared ({saved} saved)");
     }
 
-    /// A program that streams memory (short tiles, prefetching) computes what the same
-    /// program computes below the streaming size: `x + y * z` and its sum over ~1.4M
-    /// elements, with a ragged last tile.
+    /// A program that streams memory (short tiles, prefetching) computes the plain
+    /// formulas: `x + y * z` bit for bit and its sum to 1e-6, over ~1.05M elements with a
+    /// ragged last tile.
     #[test]
-    fn streaming_programs_compute_what_small_ones_do() {
+    fn streaming_programs_compute_the_plain_formulas() {
         use Instr::*;
         let prog = |n: usize, reduce: bool| FusedProgram {
             dtype: DType::F32,
