@@ -201,28 +201,26 @@ unsafe fn gemm_unchecked<T: GemmFloat>(
 /// this beats `gemm`'s own threading, which splits the few rows: measured here on
 /// `[128, 512] x [512, 512]^T` (a backward pass) 1.3-1.6x, on the forward products
 /// about 1.1x.
-#[allow(clippy::too_many_arguments)] // three strided operands plus sizes and threading
-fn matmul_cols<T: GemmFloat>(
+///
+/// # Safety
+/// `dst` must be valid for writes of `m * n` elements that no other thread accesses
+/// meanwhile (they need not be initialized: every one is overwritten).
+unsafe fn matmul_cols<T: GemmFloat>(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
-    a: &[T],
-    am: MatRef,
-    b: &[T],
-    bm: MatRef,
+    dst: *mut T,
+    (a, am): (&[T], MatRef),
+    (b, bm): (&[T], MatRef),
     threads: usize,
 ) {
-    let d = MatRef::new(0, n, 1);
-    assert!(
-        k > 0 && d.fits(dst.len(), m, n) && am.fits(a.len(), m, k) && bm.fits(b.len(), k, n),
-        "matmul view out of bounds"
-    );
+    assert!(k > 0 && am.fits(a.len(), m, k) && bm.fits(b.len(), k, n), "matmul view out of bounds");
     // Blocks are whole multiples of 16 columns (an AVX-512 register of f32).
     let w = n.div_ceil(threads).next_multiple_of(16);
-    let out = SharedMut(dst.as_mut_ptr());
+    let out = SharedMut(dst);
     (0..n.div_ceil(w)).into_par_iter().for_each(|j| {
         let (c0, c1) = (j * w, ((j + 1) * w).min(n));
-        // SAFETY: the assert above bounds every view; block `j` writes only columns
-        // `c0..c1` of `dst`, which no other block touches, and reads the shared inputs.
+        // SAFETY: the assert above bounds the input views and the caller the `m x n`
+        // output; block `j` writes only columns `c0..c1` of `dst`, which no other block
+        // touches, and reads the shared inputs.
         unsafe {
             matmul_unchecked(
                 (m, c1 - c0, k),
@@ -406,44 +404,63 @@ fn prep<'a, T: Copy + Send + Sync>(
 
 fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Vec<T> {
     let (nb, m, k, n) = (s.b, s.m, s.k, s.n);
-    let mut out = vec![T::ZERO; nb * m * n];
-    if out.is_empty() || k == 0 {
+    let len = nb * m * n;
+    if len == 0 || k == 0 {
+        let mut out = vec![T::ZERO; len];
+        finish(&mut out, 0, epi);
         return out;
     }
     let (la, ls) = prep(a, &s.lshape, &s.lgroups);
     let (rb, rs) = prep(b, &s.rshape, &s.rgroups);
+    let lm = |bi: usize| MatRef::new(bi * ls[0], ls[1], ls[2]);
+    let rm = |bi: usize| MatRef::new(bi * rs[0], rs[1], rs[2]);
+    assert!(
+        (0..nb).all(|bi| lm(bi).fits(la.len(), m, k) && rm(bi).fits(rb.len(), k, n)),
+        "matmul view out of bounds"
+    );
+    // Not zero-filled: every product overwrites its whole block (a 4 MB output's memset
+    // was 3% of a transformer step).
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let dst = SharedMut(out.as_mut_ptr());
     let per = m * n * k;
-    let run = |bi: usize, dst: &mut [T], par: Parallelism| {
-        matmul(
-            (m, n, k),
-            dst,
-            MatRef::new(0, n, 1),
-            &la,
-            MatRef::new(bi * ls[0], ls[1], ls[2]),
-            &rb,
-            MatRef::new(bi * rs[0], rs[1], rs[2]),
-            par,
-        )
+    // Writes product `bi` into its block and hands the block to the epilogue.
+    let run = |bi: usize, par: Parallelism| {
+        // SAFETY: the assert above bounds both input views; block `bi` (`m * n` elements
+        // from `bi * m * n`, inside the capacity) is written by this call only, and it is
+        // fully initialized when the slice is formed.
+        unsafe {
+            let d = dst.ptr().add(bi * m * n);
+            matmul_unchecked(
+                (m, n, k),
+                d,
+                MatRef::new(0, n, 1),
+                la.as_ptr(),
+                lm(bi),
+                rb.as_ptr(),
+                rm(bi),
+                par,
+            );
+            finish(std::slice::from_raw_parts_mut(d, m * n), bi * m * n, epi);
+        }
     };
     let threads = rayon::current_num_threads();
     if nb > 1 && (per < BATCH_PAR_MAX || nb >= threads) && nb * per >= LOOP_PAR_MIN {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| {
-            run(bi, dst, Parallelism::None);
-            finish(dst, bi * m * n, epi);
-        });
+        (0..nb).into_par_iter().for_each(|bi| run(bi, Parallelism::None));
     } else if nb == 1 && threads > 1 && per >= GEMM_PAR_MIN && 2 * m <= n {
-        let (am, bm) = (MatRef::new(0, ls[1], ls[2]), MatRef::new(0, rs[1], rs[2]));
-        matmul_cols((m, n, k), &mut out, &la, am, &rb, bm, threads);
+        // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
+        unsafe { matmul_cols((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), threads) };
+        // SAFETY: every element was written above.
+        unsafe { out.set_len(len) };
         // Not inside the column blocks: their rows are short runs, and the epilogue's
         // per-run overhead made it 5-10% slower (measured on [128, 512] x [512, 512]).
         finish(&mut out, 0, epi);
+        return out;
     } else {
         let par = if per >= GEMM_PAR_MIN { Parallelism::Rayon(0) } else { Parallelism::None };
-        for (bi, dst) in out.chunks_mut(m * n).enumerate() {
-            run(bi, dst, par);
-            finish(dst, bi * m * n, epi);
-        }
+        (0..nb).for_each(|bi| run(bi, par));
     }
+    // SAFETY: every block was written by `run`.
+    unsafe { out.set_len(len) };
     out
 }
 

@@ -225,15 +225,18 @@ pub(crate) fn simd() -> Simd {
 /// function per level, each with that level's target features, so it vectorizes with
 /// that level's instructions (what it calls must be `#[inline(always)]` to follow).
 macro_rules! simd_dispatch {
-    ($level:expr, [$($g:tt)*], ($($arg:ident: $ty:ty),*), $body:block) => {{
+    ($level:expr, [$($g:tt)*], ($($arg:ident: $ty:ty),*), $body:block) => {
+        $crate::backend::cpu::simd_dispatch!($level, [$($g)*], ($($arg: $ty),*) -> (), $body)
+    };
+    ($level:expr, [$($g:tt)*], ($($arg:ident: $ty:ty),*) -> $ret:ty, $body:block) => {{
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
-        fn avx2<$($g)*>($($arg: $ty),*) $body
+        fn avx2<$($g)*>($($arg: $ty),*) -> $ret $body
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        fn avx512<$($g)*>($($arg: $ty),*) $body
+        fn avx512<$($g)*>($($arg: $ty),*) -> $ret $body
         #[inline(always)]
-        fn base<$($g)*>($($arg: $ty),*) $body
+        fn base<$($g)*>($($arg: $ty),*) -> $ret $body
         match $level {
             // SAFETY: `simd()` detected the features of these levels on this CPU.
             #[cfg(target_arch = "x86_64")]
