@@ -1,6 +1,8 @@
 //! The compiled form of a jaxpr: a sequence of steps (fused elementwise groups, library
 //! kernels, free reshapes) with a buffer plan (each intermediate is freed right after its
-//! last use; fused groups write in place into inputs that die there).
+//! last use; fused groups write in place into inputs that die there). Cheap elementwise
+//! values a later group needs are recomputed there when that reads fewer buffers
+//! ([`rematerialize`]).
 
 use crate::array::{Array, Repr};
 use crate::aval::Aval;
@@ -9,7 +11,7 @@ use crate::backend::cpu::fused::{self, Arg, FusedProgram, Instr, Output, Reduce,
 use crate::backend::cpu::{self, Operand};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::jaxpr::{Atom, Jaxpr, VarName};
+use crate::jaxpr::{Atom, Eqn, Jaxpr, Var, VarName};
 use crate::prim::Prim;
 use std::collections::HashMap;
 use std::fmt;
@@ -113,6 +115,9 @@ struct Group {
     sealed: bool,
     /// Product of the reduced trailing dims, once a reduction joined.
     inner: Option<usize>,
+    /// The clone batch of its members, while it holds only clones of one batch (see
+    /// [`plan`]).
+    batch: Option<usize>,
 }
 
 fn is_float(d: DType) -> bool {
@@ -166,6 +171,13 @@ impl Executable {
     /// Compiles a jaxpr without constvars.
     pub fn compile(j: &Jaxpr) -> Executable {
         cpu::tune_allocator();
+        let first = plan(j, &[]);
+        let remat = rematerialize(j, &first);
+        let (j, plan) = match &remat {
+            Some((j2, batch)) => (j2, plan(j2, batch)),
+            None => (j, first),
+        };
+        let Plan { groups, group_of_var, group_of_eqn, virt, materialize, escapes } = plan;
         let n = j.num_vars();
         let mut avals: Vec<Option<Aval>> = vec![None; n];
         for v in j.constvars.iter().chain(&j.in_binders) {
@@ -176,173 +188,7 @@ impl Executable {
                 avals[v.id] = Some(v.aval.clone());
             }
         }
-        // ---- fusion grouping ----
-        let mut groups: Vec<Group> = Vec::new();
-        let mut group_of_var: Vec<Option<usize>> = vec![None; n];
-        let mut group_of_eqn: Vec<Option<usize>> = vec![None; j.eqns.len()];
-        let mut virt: Vec<Option<usize>> = vec![None; n];
-        let var_group = |a: &Atom, gv: &Vec<Option<usize>>| match a {
-            Atom::Var(v) => gv[v.id],
-            Atom::Lit(_) => None,
-        };
-        for (i, e) in j.eqns.iter().enumerate() {
-            let out = &e.outs[0].aval;
-            let mut joined = None;
-            if let Prim::BroadcastInDim { .. } = e.prim
-                && fusable_type(&e.prim, &e.inputs, out).is_some()
-            {
-                // Virtual: fused consumers read the operand through a broadcast view; the
-                // broadcast is materialized only for other consumers.
-                virt[e.outs[0].id] = Some(i);
-                if let Some(g) = var_group(&e.inputs[0], &group_of_var) {
-                    groups[g].sealed = true;
-                }
-                continue;
-            }
-            if e.outs.len() == 1
-                && let Some(t) = fusable_type(&e.prim, &e.inputs, out)
-            {
-                let mut cands: Vec<usize> = e
-                    .inputs
-                    .iter()
-                    .filter_map(|a| var_group(a, &group_of_var))
-                    .filter(|&g| {
-                        let g = &groups[g];
-                        !g.sealed && g.dtype == t && g.domain == out.shape
-                    })
-                    .collect();
-                cands.sort_unstable();
-                cands.dedup();
-                // Open groups feeding this equation merge into one: none of their values
-                // has been read outside them yet (that would have sealed them).
-                if let Some((&target, rest)) = cands.split_first() {
-                    for &g in rest {
-                        if groups[g].inner.is_some()
-                            && groups[target].inner.is_some()
-                            && groups[g].inner != groups[target].inner
-                        {
-                            continue;
-                        }
-                        let moved = std::mem::take(&mut groups[g].members);
-                        groups[g].sealed = true;
-                        groups[target].inner = groups[target].inner.or(groups[g].inner);
-                        for &m in &moved {
-                            group_of_eqn[m] = Some(target);
-                            for v in &j.eqns[m].outs {
-                                group_of_var[v.id] = Some(target);
-                            }
-                        }
-                        groups[target].members.extend(moved);
-                        groups[target].members.sort_unstable();
-                    }
-                    joined = Some(target);
-                }
-                // Other groups feeding this equation are consumed from outside theirs.
-                for a in &e.inputs {
-                    if let Some(g) = var_group(a, &group_of_var)
-                        && Some(g) != joined
-                    {
-                        groups[g].sealed = true;
-                    }
-                }
-                let g = joined.unwrap_or_else(|| {
-                    groups.push(Group {
-                        dtype: t,
-                        domain: out.shape.clone(),
-                        members: vec![],
-                        sealed: false,
-                        inner: None,
-                    });
-                    groups.len() - 1
-                });
-                joined = Some(g);
-            } else if let Some((_, axes)) = reduce_kind(&e.prim)
-                && let Some(g) = var_group(&e.inputs[0], &group_of_var)
-                && let Some(inner) = suffix_reduction(axes, e.inputs[0].aval().shape.as_slice())
-                && !groups[g].sealed
-                && groups[g].dtype == out.dtype
-                && groups[g].domain == e.inputs[0].aval().shape
-                && groups[g].inner.is_none_or(|k| k == inner)
-            {
-                groups[g].inner = Some(inner);
-                joined = Some(g);
-            } else {
-                for a in &e.inputs {
-                    if let Some(g) = var_group(a, &group_of_var) {
-                        groups[g].sealed = true;
-                    }
-                }
-            }
-            if let Some(g) = joined {
-                groups[g].members.push(i);
-                group_of_eqn[i] = Some(g);
-                for v in &e.outs {
-                    group_of_var[v.id] = Some(g);
-                }
-            }
-        }
-        // A group pays off from two members, one that reads a virtual broadcast, or one
-        // that can be a contraction's epilogue; other single members run as kernels.
-        let mut contracted = vec![false; n];
-        for e in &j.eqns {
-            if cpu::takes_epilogue(&e.prim) && is_float(e.outs[0].aval.dtype) {
-                contracted[e.outs[0].id] = true;
-            }
-        }
-        let worth_alone = |e: &crate::jaxpr::Eqn| {
-            e.inputs
-                .iter()
-                .any(|a| matches!(a, Atom::Var(v) if virt[v.id].is_some() || contracted[v.id]))
-        };
-        for (i, g) in group_of_eqn.iter_mut().enumerate() {
-            if let Some(k) = *g
-                && groups[k].members.len() < 2
-                && !worth_alone(&j.eqns[i])
-            {
-                *g = None;
-                for v in &j.eqns[i].outs {
-                    group_of_var[v.id] = None;
-                }
-            }
-        }
-        // Virtual broadcasts read by anything but a fused member are materialized.
-        let mut materialize = vec![false; n];
-        for (i, e) in j.eqns.iter().enumerate() {
-            if group_of_eqn[i].is_some() {
-                continue;
-            }
-            for a in &e.inputs {
-                if let Atom::Var(v) = a
-                    && virt[v.id].is_some()
-                {
-                    materialize[v.id] = true;
-                }
-            }
-        }
-        for a in &j.outs {
-            if let Atom::Var(v) = a
-                && virt[v.id].is_some()
-            {
-                materialize[v.id] = true;
-            }
-        }
-        // Group outputs: member values read outside the group or returned.
-        let mut escapes = vec![false; n];
-        for (i, e) in j.eqns.iter().enumerate() {
-            for a in &e.inputs {
-                if let Atom::Var(v) = a
-                    && group_of_var[v.id].is_some()
-                    && group_of_var[v.id] != group_of_eqn[i]
-                {
-                    escapes[v.id] = true;
-                }
-            }
-        }
-        for a in &j.outs {
-            if let Atom::Var(v) = a {
-                escapes[v.id] = true;
-            }
-        }
+
         // ---- steps ----
         let mut steps = Vec::new();
         for (i, e) in j.eqns.iter().enumerate() {
@@ -599,6 +445,421 @@ impl Executable {
             })
             .collect()
     }
+}
+
+/// The fusion grouping of a jaxpr's equations.
+struct Plan {
+    groups: Vec<Group>,
+    group_of_var: Vec<Option<usize>>,
+    group_of_eqn: Vec<Option<usize>>,
+    /// The equation of each virtual (unmaterialized unless `materialize`) broadcast.
+    virt: Vec<Option<usize>>,
+    materialize: Vec<bool>,
+    /// Group member values read outside their group or returned.
+    escapes: Vec<bool>,
+}
+
+/// Groups fusable equations greedily in program order. `batch[i]` (absent: `None`) marks
+/// equation `i` as a clone made by [`rematerialize`]: it joins only groups of clones of the
+/// same batch (never the group it was copied from), and they merge into the consumer.
+fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
+    let n = j.num_vars();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut group_of_var: Vec<Option<usize>> = vec![None; n];
+    let mut group_of_eqn: Vec<Option<usize>> = vec![None; j.eqns.len()];
+    let mut virt: Vec<Option<usize>> = vec![None; n];
+    let var_group = |a: &Atom, gv: &Vec<Option<usize>>| match a {
+        Atom::Var(v) => gv[v.id],
+        Atom::Lit(_) => None,
+    };
+    for (i, e) in j.eqns.iter().enumerate() {
+        let out = &e.outs[0].aval;
+        let mut joined = None;
+        if let Prim::BroadcastInDim { .. } = e.prim
+            && fusable_type(&e.prim, &e.inputs, out).is_some()
+        {
+            // Virtual: fused consumers read the operand through a broadcast view; the
+            // broadcast is materialized only for other consumers.
+            virt[e.outs[0].id] = Some(i);
+            if let Some(g) = var_group(&e.inputs[0], &group_of_var) {
+                groups[g].sealed = true;
+            }
+            continue;
+        }
+        if e.outs.len() == 1
+            && let Some(t) = fusable_type(&e.prim, &e.inputs, out)
+        {
+            let mut cands: Vec<usize> = e
+                .inputs
+                .iter()
+                .filter_map(|a| var_group(a, &group_of_var))
+                .filter(|&g| {
+                    let g = &groups[g];
+                    let b = batch.get(i).copied().flatten();
+                    !g.sealed
+                        && g.dtype == t
+                        && g.domain == out.shape
+                        && (b.is_none() || g.batch == b)
+                })
+                .collect();
+            cands.sort_unstable();
+            cands.dedup();
+            // Open groups feeding this equation merge into one: none of their values
+            // has been read outside them yet (that would have sealed them).
+            if let Some((&target, rest)) = cands.split_first() {
+                for &g in rest {
+                    if groups[g].inner.is_some()
+                        && groups[target].inner.is_some()
+                        && groups[g].inner != groups[target].inner
+                    {
+                        continue;
+                    }
+                    let moved = std::mem::take(&mut groups[g].members);
+                    groups[g].sealed = true;
+                    groups[target].inner = groups[target].inner.or(groups[g].inner);
+                    for &m in &moved {
+                        group_of_eqn[m] = Some(target);
+                        for v in &j.eqns[m].outs {
+                            group_of_var[v.id] = Some(target);
+                        }
+                    }
+                    groups[target].members.extend(moved);
+                    groups[target].members.sort_unstable();
+                }
+                if batch.get(i).copied().flatten().is_none() {
+                    groups[target].batch = None;
+                }
+                joined = Some(target);
+            }
+            // Other groups feeding this equation are consumed from outside theirs.
+            for a in &e.inputs {
+                if let Some(g) = var_group(a, &group_of_var)
+                    && Some(g) != joined
+                {
+                    groups[g].sealed = true;
+                }
+            }
+            let g = joined.unwrap_or_else(|| {
+                groups.push(Group {
+                    dtype: t,
+                    domain: out.shape.clone(),
+                    members: vec![],
+                    sealed: false,
+                    inner: None,
+                    batch: batch.get(i).copied().flatten(),
+                });
+                groups.len() - 1
+            });
+            joined = Some(g);
+        } else if let Some((_, axes)) = reduce_kind(&e.prim)
+            && let Some(g) = var_group(&e.inputs[0], &group_of_var)
+            && let Some(inner) = suffix_reduction(axes, e.inputs[0].aval().shape.as_slice())
+            && !groups[g].sealed
+            && groups[g].dtype == out.dtype
+            && groups[g].domain == e.inputs[0].aval().shape
+            && groups[g].inner.is_none_or(|k| k == inner)
+        {
+            groups[g].inner = Some(inner);
+            joined = Some(g);
+        } else {
+            for a in &e.inputs {
+                if let Some(g) = var_group(a, &group_of_var) {
+                    groups[g].sealed = true;
+                }
+            }
+        }
+        if let Some(g) = joined {
+            groups[g].members.push(i);
+            group_of_eqn[i] = Some(g);
+            for v in &e.outs {
+                group_of_var[v.id] = Some(g);
+            }
+        }
+    }
+    // A group pays off from two members, one that reads a virtual broadcast, or one
+    // that can be a contraction's epilogue; other single members run as kernels.
+    let mut contracted = vec![false; n];
+    for e in &j.eqns {
+        if cpu::takes_epilogue(&e.prim) && is_float(e.outs[0].aval.dtype) {
+            contracted[e.outs[0].id] = true;
+        }
+    }
+    let worth_alone = |e: &crate::jaxpr::Eqn| {
+        e.inputs
+            .iter()
+            .any(|a| matches!(a, Atom::Var(v) if virt[v.id].is_some() || contracted[v.id]))
+    };
+    for (i, g) in group_of_eqn.iter_mut().enumerate() {
+        if let Some(k) = *g
+            && groups[k].members.len() < 2
+            && !worth_alone(&j.eqns[i])
+        {
+            *g = None;
+            for v in &j.eqns[i].outs {
+                group_of_var[v.id] = None;
+            }
+        }
+    }
+    // Virtual broadcasts read by anything but a fused member are materialized.
+    let mut materialize = vec![false; n];
+    for (i, e) in j.eqns.iter().enumerate() {
+        if group_of_eqn[i].is_some() {
+            continue;
+        }
+        for a in &e.inputs {
+            if let Atom::Var(v) = a
+                && virt[v.id].is_some()
+            {
+                materialize[v.id] = true;
+            }
+        }
+    }
+    for a in &j.outs {
+        if let Atom::Var(v) = a
+            && virt[v.id].is_some()
+        {
+            materialize[v.id] = true;
+        }
+    }
+    // Group outputs: member values read outside the group or returned.
+    let mut escapes = vec![false; n];
+    for (i, e) in j.eqns.iter().enumerate() {
+        for a in &e.inputs {
+            if let Atom::Var(v) = a
+                && group_of_var[v.id].is_some()
+                && group_of_var[v.id] != group_of_eqn[i]
+            {
+                escapes[v.id] = true;
+            }
+        }
+    }
+    for a in &j.outs {
+        if let Atom::Var(v) = a {
+            escapes[v.id] = true;
+        }
+    }
+    Plan { groups, group_of_var, group_of_eqn, virt, materialize, escapes }
+}
+
+/// Most equations one consumer group recomputes from one producer group.
+const REMAT_MAX_CLONES: usize = 40;
+
+/// Rematerialization (XLA's producer duplication into consumer fusions): where a fused
+/// group `H` reads several full-size values of another fused group `G` (a backward pass
+/// reading the forward's intermediates), and they can all be recomputed by `G`'s own
+/// elementwise equations from fewer full-size values, `H` recomputes them instead. `G`
+/// then writes (and `H` reads) fewer buffers: the GELU of a transformer block wrote five
+/// 4 MB intermediates for its backward pass; now it writes its input and output.
+///
+/// Returns the rewritten program (the clones sit right before their first reader, under
+/// fresh variables) and each equation's clone batch, or `None` when nothing pays.
+fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
+    let n = j.num_vars();
+    let mut def: Vec<Option<usize>> = vec![None; n];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, e) in j.eqns.iter().enumerate() {
+        for v in &e.outs {
+            def[v.id] = Some(i);
+        }
+        for a in &e.inputs {
+            if let Atom::Var(v) = a {
+                readers[v.id].push(i);
+            }
+        }
+    }
+    let mut is_out = vec![false; n];
+    for a in &j.outs {
+        if let Atom::Var(v) = a {
+            is_out[v.id] = true;
+        }
+    }
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); p.groups.len()];
+    for (i, g) in p.group_of_eqn.iter().enumerate() {
+        if let Some(g) = g {
+            members[*g].push(i);
+        }
+    }
+    // Values every step can read at no cost: scalars, and broadcasts of smaller operands
+    // (read through a view).
+    let small = |v: &crate::jaxpr::Var, domain: &[usize]| {
+        v.aval.shape != domain
+            || p.virt[v.id].is_some_and(|b| j.eqns[b].inputs[0].aval().size() < v.aval.size())
+    };
+    // (insertion point, original vars to clone in order, H's members) per batch.
+    let mut batches: Vec<(usize, Vec<usize>, usize)> = Vec::new();
+    for (g, mem) in members.iter().enumerate() {
+        if mem.is_empty() {
+            continue;
+        }
+        let domain = &p.groups[g].domain;
+        let in_g = |i: usize| p.group_of_eqn[i] == Some(g);
+        // Escaping full-size values of G read by fused consumers only.
+        let mut by_consumer: HashMap<usize, Vec<usize>> = HashMap::new();
+        for &i in mem {
+            let v = &j.eqns[i].outs[0];
+            if !p.escapes[v.id] || v.aval.shape != *domain || is_out[v.id] {
+                continue;
+            }
+            let rs: Vec<Option<usize>> =
+                readers[v.id].iter().filter(|&&r| !in_g(r)).map(|&r| p.group_of_eqn[r]).collect();
+            if rs.iter().any(Option::is_none) {
+                continue;
+            }
+            let mut hs: Vec<usize> = rs.into_iter().flatten().collect();
+            hs.sort_unstable();
+            hs.dedup();
+            for h in hs {
+                by_consumer.entry(h).or_default().push(v.id);
+            }
+        }
+        let mut consumers: Vec<(usize, Vec<usize>)> = by_consumer.into_iter().collect();
+        consumers.sort_unstable();
+        for (h, want) in consumers {
+            if want.len() < 2 {
+                continue;
+            }
+            // The first reader in H: clones go right before it.
+            let pos = want
+                .iter()
+                .flat_map(|&v| readers[v].iter().copied())
+                .filter(|&r| p.group_of_eqn[r] == Some(h))
+                .min()
+                .expect("H reads what it wants");
+            // Candidate roots: full-size values defined before `pos` in G, or read by G
+            // from outside (never a contraction's output, which must keep its single
+            // reader to run its epilogue in place).
+            let mut cands: Vec<usize> = Vec::new();
+            for &i in mem {
+                let e = &j.eqns[i];
+                let v = &e.outs[0];
+                if v.aval.shape == *domain && i < pos {
+                    cands.push(v.id);
+                }
+                for a in &e.inputs {
+                    if let Atom::Var(x) = a
+                        && !small(x, domain)
+                        && def[x.id].is_none_or(|d| {
+                            !in_g(d) && d < pos && !cpu::takes_epilogue(&j.eqns[d].prim)
+                        })
+                    {
+                        cands.push(x.id);
+                    }
+                }
+            }
+            cands.sort_unstable();
+            cands.dedup();
+            // The G equations recomputing `want` from `roots`, if they can.
+            let clones = |roots: &[usize]| -> Option<Vec<usize>> {
+                let mut need: std::collections::HashSet<usize> = Default::default();
+                let mut stack: Vec<usize> =
+                    want.iter().copied().filter(|v| !roots.contains(v)).collect();
+                let mut order = Vec::new();
+                while let Some(v) = stack.pop() {
+                    if !need.insert(v) {
+                        continue;
+                    }
+                    let d = def[v]?;
+                    if !in_g(d) || d >= pos {
+                        return None;
+                    }
+                    order.push(d);
+                    if order.len() > REMAT_MAX_CLONES {
+                        return None;
+                    }
+                    for a in &j.eqns[d].inputs {
+                        if let Atom::Var(x) = a
+                            && !roots.contains(&x.id)
+                            && !small(x, domain)
+                            && !j.in_binders.iter().any(|b| b.id == x.id)
+                        {
+                            stack.push(x.id);
+                        }
+                    }
+                }
+                order.sort_unstable();
+                Some(order)
+            };
+            let mut best: Option<(usize, Vec<usize>)> = None;
+            let consider = |roots: &[usize], best: &mut Option<(usize, Vec<usize>)>| {
+                if roots.len() >= want.len() {
+                    return;
+                }
+                if let Some(c) = clones(roots)
+                    && best.as_ref().is_none_or(|(k, bc)| {
+                        roots.len() < *k || (roots.len() == *k && c.len() < bc.len())
+                    })
+                {
+                    *best = Some((roots.len(), c));
+                }
+            };
+            consider(&[], &mut best);
+            for &a in &cands {
+                consider(&[a], &mut best);
+            }
+            if best.is_none() && want.len() > 2 {
+                for (x, &a) in cands.iter().enumerate() {
+                    for &b in &cands[x + 1..] {
+                        consider(&[a, b], &mut best);
+                    }
+                }
+            }
+            if let Some((_, c)) = best {
+                batches.push((pos, c.iter().map(|&d| j.eqns[d].outs[0].id).collect(), h));
+            }
+        }
+    }
+    if batches.is_empty() {
+        return None;
+    }
+    // Rewrite: clones under fresh variables before their insertion point; H's members
+    // read the clones.
+    let mut next = n;
+    let mut at: HashMap<usize, Vec<Eqn>> = HashMap::new();
+    let mut batch_at: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut renames: Vec<(usize, HashMap<usize, Var>)> = Vec::new();
+    for (b, (pos, vars, h)) in batches.iter().enumerate() {
+        let mut map: HashMap<usize, Var> = HashMap::new();
+        for &v in vars {
+            let e = &j.eqns[def[v].expect("a G value")];
+            let inputs = e
+                .inputs
+                .iter()
+                .map(|a| match a {
+                    Atom::Var(x) if map.contains_key(&x.id) => Atom::Var(map[&x.id].clone()),
+                    a => a.clone(),
+                })
+                .collect();
+            let out = Var { id: next, aval: e.outs[0].aval.clone() };
+            next += 1;
+            map.insert(v, out.clone());
+            at.entry(*pos).or_default().push(Eqn { prim: e.prim.clone(), inputs, outs: vec![out] });
+            batch_at.entry(*pos).or_default().push(b);
+        }
+        renames.push((*h, map));
+    }
+    let mut eqns = Vec::new();
+    let mut batch = Vec::new();
+    for (i, e) in j.eqns.iter().enumerate() {
+        if let Some(cl) = at.remove(&i) {
+            batch.extend(batch_at[&i].iter().map(|&b| Some(b)));
+            eqns.extend(cl);
+        }
+        let mut e = e.clone();
+        for (h, map) in &renames {
+            if p.group_of_eqn[i] == Some(*h) {
+                for a in &mut e.inputs {
+                    if let Atom::Var(x) = a
+                        && let Some(c) = map.get(&x.id)
+                    {
+                        *a = Atom::Var(c.clone());
+                    }
+                }
+            }
+        }
+        eqns.push(e);
+        batch.push(None);
+    }
+    Some((Jaxpr { eqns, ..j.clone() }, batch))
 }
 
 /// Builds the fused program of group `gi`.

@@ -180,6 +180,8 @@ impl Rewriter {
             Prim::BroadcastInDim { .. } | Prim::ConvertElementType { .. } if same(&ins[0]) => {
                 Some((None, vec![ins[0].clone()]))
             }
+            // x^1 (the derivative of x^2 is 2 * x^1): the same value, no pass over memory.
+            Prim::IntegerPow { y: 1 } if same(&ins[0]) => Some((None, vec![ins[0].clone()])),
             Prim::Neg => match def(&ins[0]) {
                 Some((Prim::Neg, inner)) => Some((None, vec![inner[0].clone()])),
                 _ => None,
