@@ -491,3 +491,16 @@ fn backward_passes_recompute_cheap_forward_values() {
     close(&g1, &e1, 1e-5);
     close(&g2, &e2, 1e-5);
 }
+
+#[test]
+fn empty_contractions_still_run_their_epilogue() {
+    // `[4, 0] @ [0, 3]` is all zeros; the fused bias + relu must still run on it.
+    let w = Array::zeros([0, 3]);
+    let b = data(&[3], 5, DType::F32);
+    let (wc, bc) = (w.clone(), b.clone());
+    let f = Jit::new(move |x: &Array| (x.matmul(&wc) + &bc).relu());
+    let x = Array::zeros([4, 0]);
+    let text = f.lower(&x).compile().to_string();
+    assert!(text.contains("dot_general") && text.contains("->"), "an epilogue:\n{text}");
+    close(&f.call(&x), &(x.matmul(&w) + &b).relu(), 0.0);
+}
