@@ -681,11 +681,15 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
     }
     // Values every step can read at no cost: scalars, and broadcasts of smaller operands
     // (read through a view).
-    let small = |v: &crate::jaxpr::Var, domain: &[usize]| {
+    let mut is_input = vec![false; n];
+    for v in &j.in_binders {
+        is_input[v.id] = true;
+    }
+    let small = |v: &Var, domain: &[usize]| {
         v.aval.shape != domain
             || p.virt[v.id].is_some_and(|b| j.eqns[b].inputs[0].aval().size() < v.aval.size())
     };
-    // (insertion point, original vars to clone in order, H's members) per batch.
+    // (insertion point, equations to clone in order, consumer group H) per batch.
     let mut batches: Vec<(usize, Vec<usize>, usize)> = Vec::new();
     for (g, mem) in members.iter().enumerate() {
         if mem.is_empty() {
@@ -770,7 +774,7 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
                         if let Atom::Var(x) = a
                             && !roots.contains(&x.id)
                             && !small(x, domain)
-                            && !j.in_binders.iter().any(|b| b.id == x.id)
+                            && !is_input[x.id]
                         {
                             stack.push(x.id);
                         }
@@ -804,7 +808,7 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
                 }
             }
             if let Some((_, c)) = best {
-                batches.push((pos, c.iter().map(|&d| j.eqns[d].outs[0].id).collect(), h));
+                batches.push((pos, c, h));
             }
         }
     }
@@ -814,13 +818,12 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
     // Rewrite: clones under fresh variables before their insertion point; H's members
     // read the clones.
     let mut next = n;
-    let mut at: HashMap<usize, Vec<Eqn>> = HashMap::new();
-    let mut batch_at: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut at: HashMap<usize, Vec<(usize, Eqn)>> = HashMap::new();
     let mut renames: Vec<(usize, HashMap<usize, Var>)> = Vec::new();
-    for (b, (pos, vars, h)) in batches.iter().enumerate() {
+    for (b, (pos, cloned, h)) in batches.iter().enumerate() {
         let mut map: HashMap<usize, Var> = HashMap::new();
-        for &v in vars {
-            let e = &j.eqns[def[v].expect("a G value")];
+        for &d in cloned {
+            let e = &j.eqns[d];
             let inputs = e
                 .inputs
                 .iter()
@@ -831,18 +834,19 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
                 .collect();
             let out = Var { id: next, aval: e.outs[0].aval.clone() };
             next += 1;
-            map.insert(v, out.clone());
-            at.entry(*pos).or_default().push(Eqn { prim: e.prim.clone(), inputs, outs: vec![out] });
-            batch_at.entry(*pos).or_default().push(b);
+            map.insert(e.outs[0].id, out.clone());
+            at.entry(*pos)
+                .or_default()
+                .push((b, Eqn { prim: e.prim.clone(), inputs, outs: vec![out] }));
         }
         renames.push((*h, map));
     }
     let mut eqns = Vec::new();
     let mut batch = Vec::new();
     for (i, e) in j.eqns.iter().enumerate() {
-        if let Some(cl) = at.remove(&i) {
-            batch.extend(batch_at[&i].iter().map(|&b| Some(b)));
-            eqns.extend(cl);
+        for (b, c) in at.remove(&i).unwrap_or_default() {
+            batch.push(Some(b));
+            eqns.push(c);
         }
         let mut e = e.clone();
         for (h, map) in &renames {
@@ -859,7 +863,13 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
         eqns.push(e);
         batch.push(None);
     }
-    Some((Jaxpr { eqns, ..j.clone() }, batch))
+    let j2 = Jaxpr {
+        constvars: j.constvars.clone(),
+        in_binders: j.in_binders.clone(),
+        eqns,
+        outs: j.outs.clone(),
+    };
+    Some((j2, batch))
 }
 
 /// Builds the fused program of group `gi`.

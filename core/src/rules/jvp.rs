@@ -228,7 +228,9 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
                 if n == 0 {
                     lax::zeros_like(x)
                 } else {
-                    mul_scalar(&lax::integer_pow(x, n - 1), n as f64)
+                    // x^1 is x itself: no equation (the derivative of a square).
+                    let p = if n == 2 { x.clone() } else { lax::integer_pow(x, n - 1) };
+                    mul_scalar(&p, n as f64)
                 }
             })
         }
