@@ -504,3 +504,26 @@ fn empty_contractions_still_run_their_epilogue() {
     assert!(text.contains("dot_general") && text.contains("->"), "an epilogue:\n{text}");
     close(&f.call(&x), &(x.matmul(&w) + &b).relu(), 0.0);
 }
+
+#[test]
+fn runs_the_same_from_the_callers_thread_and_from_inside_rayons_pool() {
+    // A weight gradient `x^T @ dy` long enough to be split along its contraction, with a
+    // fused update epilogue, and a product split over threads: executables run their
+    // kernels on a pool thread, whichever thread calls them.
+    let step = |t: &(Array, Array, Array)| {
+        let g = lax::dot_general(&t.0, &t.1, ((&[0], &[0]), (&[], &[])));
+        (&t.2 - g * 0.1f32, t.0.matmul(&t.2).tanh())
+    };
+    let args = (
+        data(&[1100, 40], 1, DType::F32),
+        data(&[1100, 30], 2, DType::F32),
+        data(&[40, 30], 3, DType::F32),
+    );
+    let eager = step(&args);
+    let outside = Jit::new(step).call(&args);
+    let inside = rayon::scope(|_| Jit::new(step).call(&args));
+    close(&outside.0, &eager.0, 1e-4);
+    close(&outside.1, &eager.1, 1e-4);
+    assert_eq!(outside.0.to_f64_vec(), inside.0.to_f64_vec());
+    assert_eq!(outside.1.to_f64_vec(), inside.1.to_f64_vec());
+}

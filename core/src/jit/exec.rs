@@ -348,7 +348,22 @@ impl Executable {
             .collect()
     }
 
-    fn exec<'a>(&self, mut env: Vec<Option<Buf<'a>>>) -> Vec<Storage> {
+    /// Runs the steps on a thread of rayon's pool. Called from any other thread (the
+    /// user's), each parallel kernel would be injected into the pool while the caller
+    /// sleeps on a lock until it is done: two futex round trips per kernel, hundreds per
+    /// training step. On a pool thread the kernels fork and join by work stealing instead
+    /// (measured on the transformer step here, 40 alternated rounds in one process: median
+    /// 141 -> 129 ms).
+    fn exec(&self, env: Vec<Option<Buf<'_>>>) -> Vec<Storage> {
+        if rayon::current_thread_index().is_none() {
+            let mut out = Vec::new();
+            rayon::scope(|_| out = self.exec_steps(env));
+            return out;
+        }
+        self.exec_steps(env)
+    }
+
+    fn exec_steps<'a>(&self, mut env: Vec<Option<Buf<'a>>>) -> Vec<Storage> {
         fn read<'b>(env: &'b [Option<Buf<'_>>], s: &'b Slot) -> &'b Storage {
             match s {
                 Slot::Var(v) => env[*v].as_ref().expect("bound before use").get(),
