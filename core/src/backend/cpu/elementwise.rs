@@ -484,15 +484,24 @@ macro_rules! log1p_small {
 /// applied as two exact power-of-two factors (so subnormal results round once).
 /// Within 2 ulp of the true value; `inf` above `ln(f32::MAX)`, `0` below the smallest
 /// subnormal, NaN for NaN.
+///
+/// Written for the vectorizer: the integer `n` is read off the bits of the rounding sum
+/// (no saturating float-to-int conversion), halved by a shift, and every special case is a
+/// select. Inputs below the range (the masked `-inf` entries of a softmax) are evaluated
+/// at 0 and replaced by 0 afterwards: evaluated at the clamp they would make subnormal
+/// products, each a microcode assist of ~100 cycles (measured: 5.8 ns per element on
+/// such inputs vs 0.8 ns; the scalar-style version ran 2.2-2.5 ns on any input).
 #[inline(always)]
 pub(super) fn fast_exp_f32(x: f32) -> f32 {
     const HI: f32 = 88.722_84;
     const LO: f32 = -103.972_08;
-    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer (SSE2 has no
-    // `roundss`, so `f32::round` would be a library call).
+    // 1.5 * 2^23: adding it rounds to the nearest integer `n`, which then sits in the low
+    // mantissa bits (SSE2 has no `roundss`, so `f32::round` would be a library call).
     const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(LO, HI);
-    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let xc = if x < LO { 0.0 } else { x.min(HI) };
+    let big = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = big - ROUND;
+    let ni = big.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -501,17 +510,13 @@ pub(super) fn fast_exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let ni = n as i32;
-    let (n1, n2) = (ni / 2, ni - ni / 2);
+    // `ni` is in [-150, 128]: both halves keep the factors normal.
+    let (n1, n2) = (ni >> 1, ni - (ni >> 1));
     let scale = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
     let out = y * scale(n1) * scale(n2);
-    if x > HI {
-        f32::INFINITY
-    } else if x < LO {
-        0.0
-    } else {
-        out
-    }
+    let out = if x > HI { f32::INFINITY } else { out };
+    let out = if x < LO { 0.0 } else { out };
+    if x.is_nan() { x } else { out }
 }
 
 /// `tanh` for `f32` as a 13/6 odd/even rational polynomial on `[-7.9053, 7.9053]` (the
@@ -1414,6 +1419,10 @@ mod tests {
         assert_eq!(fast_exp_f32(f32::NEG_INFINITY), 0.0);
         assert_eq!(fast_exp_f32(0.0), 1.0);
         assert_eq!(fast_exp_f32(1.0), std::f32::consts::E);
+        // Below the range (evaluated at 0, then replaced) and just inside it (subnormal).
+        assert_eq!(fast_exp_f32(-1e30), 0.0);
+        assert_eq!(fast_exp_f32(-104.0), 0.0);
+        assert!(fast_exp_f32(-103.0) > 0.0 && fast_exp_f32(-103.0) < f32::MIN_POSITIVE);
     }
 
     #[test]
