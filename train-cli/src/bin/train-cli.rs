@@ -1,5 +1,11 @@
 //! `train-cli`: config-driven training for kiln.
 
+/// mimalloc keeps freed activation buffers for reuse; glibc hands the memory of rayon's
+/// pool threads back to the OS and faults it in again each step (measured on the
+/// transformer step: 73-101k page faults per run with glibc, 13-36k with mimalloc).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
