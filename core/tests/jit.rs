@@ -527,3 +527,19 @@ fn runs_the_same_from_the_callers_thread_and_from_inside_rayons_pool() {
     assert_eq!(outside.0.to_f64_vec(), inside.0.to_f64_vec());
     assert_eq!(outside.1.to_f64_vec(), inside.1.to_f64_vec());
 }
+
+#[test]
+fn tall_products_run_their_epilogue_block_by_block() {
+    // [2088, 64] @ [64, 128] + bias, relu: a tall product with a fused epilogue runs in
+    // blocks of rows (the last one ragged), each finished while in cache.
+    let f = |t: &(Array, Array, Array)| (t.0.matmul(&t.1) + &t.2).relu();
+    let args = (
+        data(&[2088, 64], 1, DType::F32),
+        data(&[64, 128], 2, DType::F32),
+        data(&[128], 3, DType::F32),
+    );
+    let jitted = Jit::new(f);
+    close(&jitted.call(&args), &f(&args), 1e-5);
+    let compiled = jitted.lower(&args).compile();
+    assert_eq!(compiled.executable().num_steps(), 1, "{compiled}");
+}

@@ -34,6 +34,13 @@ const BATCH_PAR_MAX: usize = 128 * 128 * 128;
 /// 1024 win).
 const SPLIT_K_MIN: usize = 512;
 
+/// Outputs (elements) from which a product with an epilogue runs in row blocks.
+const ROWS_EPI_MIN: usize = 1 << 18;
+
+/// Target size (elements) of one row block of [`matmul_rows`] (256 KB of f32: the block
+/// stays in L2 for its epilogue).
+const ROWS_EPI_BLOCK: usize = 1 << 16;
+
 /// Target size (elements) of one im2col block: big enough for efficient `gemm` calls, small
 /// enough to stay in cache and to give every thread several blocks.
 const IM2COL_BLOCK: usize = 1 << 18;
@@ -297,6 +304,48 @@ unsafe fn matmul_split_k<T: GemmFloat>(
     });
 }
 
+/// A row-major `m x n` product with an epilogue, split into blocks of `rows` rows: each
+/// block is one single-threaded `gemm` followed at once by the epilogue on that block,
+/// while it is still in the thread's cache (after a whole multi-megabyte product the
+/// epilogue would read it back from L3).
+///
+/// # Safety
+/// `dst` must be valid for writes of `m * n` elements that no other thread accesses
+/// meanwhile (they need not be initialized: every one is overwritten).
+unsafe fn matmul_rows<T: GemmFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    (a, am): (&[T], MatRef),
+    (b, bm): (&[T], MatRef),
+    rows: usize,
+    epi: Epi<'_, T>,
+) {
+    assert!(k > 0 && am.fits(a.len(), m, k) && bm.fits(b.len(), k, n), "matmul view out of bounds");
+    let out = SharedMut(dst);
+    (0..m.div_ceil(rows)).into_par_iter().for_each(|i| {
+        let (r0, r1) = (i * rows, ((i + 1) * rows).min(m));
+        // SAFETY: the assert above bounds the input views and the caller the `m x n`
+        // output; block `i` writes only rows `r0..r1` of `dst`, which no other block
+        // touches, and the slice is formed after they are all written.
+        unsafe {
+            let d = out.ptr().add(r0 * n);
+            matmul_unchecked(
+                (r1 - r0, n, k),
+                d,
+                MatRef::new(0, n, 1),
+                a.as_ptr(),
+                MatRef::new(am.off + r0 * am.rs, am.rs, am.cs),
+                b.as_ptr(),
+                bm,
+                Parallelism::None,
+            );
+            if let Some(f) = epi {
+                f(Block { ptr: d, start: r0 * n, len: (r1 - r0) * n, stride: 0, count: 1 });
+            }
+        }
+    });
+}
+
 // ---- dot_general ------------------------------------------------------------------------
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {
@@ -516,6 +565,20 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
         // Not inside the column blocks: their rows are short runs, and the epilogue's
         // per-run overhead made it 5-10% slower (measured on [128, 512] x [512, 512]).
         finish(&mut out, 0, epi);
+        return out;
+    } else if nb == 1
+        && threads > 1
+        && epi.is_some()
+        && m * n >= ROWS_EPI_MIN
+        && k <= 4 * n
+        && m >= 4 * threads * 32
+    {
+        // Blocks of whole rows, at least 32 and about ROWS_EPI_BLOCK elements each.
+        let rows = (ROWS_EPI_BLOCK / n).max(32).min(m.div_ceil(2 * threads));
+        // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
+        unsafe { matmul_rows((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), rows, epi) };
+        // SAFETY: every element was written above.
+        unsafe { out.set_len(len) };
         return out;
     } else if nb == 1 && split_k > 1 && per >= GEMM_PAR_MIN && k >= 2 * m.max(n) {
         // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
