@@ -356,8 +356,17 @@ impl Executable {
     /// 141 -> 129 ms).
     fn exec(&self, env: Vec<Option<Buf<'_>>>) -> Vec<Storage> {
         if rayon::current_thread_index().is_none() {
+            // Tests force a SIMD level per thread: the pool thread takes the caller's.
+            #[cfg(test)]
+            let forced = cpu::FORCED_SIMD.with(|f| f.get());
             let mut out = Vec::new();
-            rayon::scope(|_| out = self.exec_steps(env));
+            rayon::scope(|_| {
+                #[cfg(test)]
+                cpu::FORCED_SIMD.with(|f| f.set(forced));
+                out = self.exec_steps(env);
+                #[cfg(test)]
+                cpu::FORCED_SIMD.with(|f| f.set(None));
+            });
             return out;
         }
         self.exec_steps(env)
