@@ -573,7 +573,10 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
         && k <= 4 * n
         && m >= 4 * threads * 32
     {
-        // Blocks of whole rows, at least 32 and about ROWS_EPI_BLOCK elements each.
+        // Tall products whose output is large (it would leave L2 before the epilogue
+        // reads it) and whose rhs is cheap to repack per block (`k <= 4 n`); at least two
+        // blocks per thread, each of whole rows, at least 32 and about ROWS_EPI_BLOCK
+        // elements.
         let rows = (ROWS_EPI_BLOCK / n).max(32).min(m.div_ceil(2 * threads));
         // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
         unsafe { matmul_rows((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), rows, epi) };
