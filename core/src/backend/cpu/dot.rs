@@ -250,7 +250,8 @@ unsafe fn matmul_cols<T: GemmFloat>(
 
 /// A row-major `m x n` product split along the contraction: each of `parts` threads sums
 /// its own slice of `k` with a single-threaded `gemm` (the first into `dst`, the others
-/// into scratch), then the partial sums are added. For the long, thin products of weight
+/// into scratch), then the partial sums are added, each piece handed to the epilogue as
+/// soon as it is summed. For the long, thin products of weight
 /// gradients (`x^T @ dy`, `k` = tokens much larger than `m` and `n`) `gemm`'s threading
 /// can only split the few output tiles; measured here with 2 threads, `[128, 2048] x
 /// [2048, 128]` 117 -> 188 GFLOP/s, `[512, 2048] x [2048, 128]` 159 -> 188.
@@ -264,6 +265,7 @@ unsafe fn matmul_split_k<T: GemmFloat>(
     (a, am): (&[T], MatRef),
     (b, bm): (&[T], MatRef),
     parts: usize,
+    epi: Epi<'_, T>,
 ) {
     assert!(
         parts > 1 && k >= parts && am.fits(a.len(), m, k) && bm.fits(b.len(), k, n),
@@ -300,6 +302,10 @@ unsafe fn matmul_split_k<T: GemmFloat>(
         let d = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i0), i1 - i0) };
         for s in scratch.chunks_exact(len) {
             d.iter_mut().zip(&s[i0..i1]).for_each(|(d, &s)| *d = *d + s);
+        }
+        // The piece is final and in cache: its epilogue runs now.
+        if let Some(f) = epi {
+            f(Block { ptr: d.as_mut_ptr(), start: i0, len: d.len(), stride: 0, count: 1 });
         }
     });
 }
@@ -555,17 +561,16 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
     };
     let threads = rayon::current_num_threads();
     let split_k = (k / SPLIT_K_MIN).min(threads);
-    if nb > 1 && (per < BATCH_PAR_MAX || nb >= threads) && nb * per >= LOOP_PAR_MIN {
+    // Every branch writes all `len` outputs; it returns whether it also ran the epilogue.
+    let epi_done = if nb > 1 && (per < BATCH_PAR_MAX || nb >= threads) && nb * per >= LOOP_PAR_MIN {
         (0..nb).into_par_iter().for_each(|bi| run(bi, Parallelism::None));
+        true
     } else if nb == 1 && threads > 1 && per >= GEMM_PAR_MIN && 2 * m <= n {
         // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
         unsafe { matmul_cols((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), threads) };
-        // SAFETY: every element was written above.
-        unsafe { out.set_len(len) };
         // Not inside the column blocks: their rows are short runs, and the epilogue's
         // per-run overhead made it 5-10% slower (measured on [128, 512] x [512, 512]).
-        finish(&mut out, 0, epi);
-        return out;
+        false
     } else if nb == 1
         && threads > 1
         && epi.is_some()
@@ -580,22 +585,21 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
         let rows = (ROWS_EPI_BLOCK / n).max(32).min(m.div_ceil(2 * threads));
         // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
         unsafe { matmul_rows((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), rows, epi) };
-        // SAFETY: every element was written above.
-        unsafe { out.set_len(len) };
-        return out;
+        true
     } else if nb == 1 && split_k > 1 && per >= GEMM_PAR_MIN && k >= 2 * m.max(n) {
         // SAFETY: `dst` has capacity for the `m * n` outputs, all overwritten.
-        unsafe { matmul_split_k((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), split_k) };
-        // SAFETY: every element was written above.
-        unsafe { out.set_len(len) };
-        finish(&mut out, 0, epi);
-        return out;
+        unsafe { matmul_split_k((m, n, k), dst.ptr(), (&la, lm(0)), (&rb, rm(0)), split_k, epi) };
+        true
     } else {
         let par = if per >= GEMM_PAR_MIN { Parallelism::Rayon(0) } else { Parallelism::None };
         (0..nb).for_each(|bi| run(bi, par));
-    }
-    // SAFETY: every block was written by `run`.
+        true
+    };
+    // SAFETY: every branch above wrote all `len` elements.
     unsafe { out.set_len(len) };
+    if !epi_done {
+        finish(&mut out, 0, epi);
+    }
     out
 }
 
