@@ -25,7 +25,7 @@ fn close(got: &Array, want: &Array, tol: f64) {
     assert_eq!(got.dtype(), want.dtype(), "dtype");
     for (i, (g, w)) in got.to_f64_vec().iter().zip(want.to_f64_vec()).enumerate() {
         assert!(
-            (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()),
+            *g == w || (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()),
             "[{i}]: jit {g}, eager {w}"
         );
     }
@@ -542,4 +542,59 @@ fn tall_products_run_their_epilogue_block_by_block() {
     close(&jitted.call(&args), &f(&args), 1e-5);
     let compiled = jitted.lower(&args).compile();
     assert_eq!(compiled.executable().num_steps(), 1, "{compiled}");
+}
+
+fn layer_norm(x: &Array) -> Array {
+    let mean = x.mean_axes([-1], true);
+    let c = x - &mean;
+    let var = c.square().mean_axes([-1], true);
+    c * (var + 1e-5).rsqrt()
+}
+
+/// Rows that fit a tile run a softmax or a layer norm as one pass: the reductions' results
+/// (row values) feed the rest of the row in the same tile, through the non-finite fix-up
+/// of the softmax's max, reshapes and broadcasts. Row values returned from the group (a
+/// max, a boolean, a keep-dims mean) and rows longer than a tile (no row values: several
+/// passes) match eager, including rows of `-inf` and rows with some `-inf`.
+#[test]
+fn softmax_and_layer_norm_run_row_by_row_in_one_pass() {
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
+        for inner in [1usize, 5, 64, 128, 512, 513] {
+            let rows = 301; // several work items of several tiles, with a ragged last tile
+            let mut v = data(&[rows, inner], 21, dtype).to_f64_vec();
+            v[3 * inner..4 * inner].fill(f64::NEG_INFINITY);
+            for x in v[4 * inner..5 * inner].iter_mut().step_by(2) {
+                *x = f64::NEG_INFINITY;
+            }
+            let x = Array::from_f64_vec(&v, [rows, inner], dtype);
+            let f = |x: &Array| {
+                let m = x.max_axes([1], false);
+                (x.softmax(-1), m.clone(), lax::is_finite(&m), x.mean_axes([1], true))
+            };
+            let (s1, m1, b1, a1) = jit(f)(&x);
+            let (s2, m2, b2, a2) = f(&x);
+            close(&s1, &s2, tol);
+            close(&m1, &m2, 0.0);
+            assert_eq!(b1.to_f64_vec(), b2.to_f64_vec(), "inner {inner}");
+            close(&a1, &a2, tol);
+            let finite = data(&[rows, inner], 22, dtype);
+            close(&jit(layer_norm)(&finite), &layer_norm(&finite), tol * 10.0);
+            // One pass when the rows fit a tile.
+            let sm = Jit::new(|x: &Array| x.softmax(-1));
+            let c = sm.lower(&x).compile();
+            let one_pass = inner <= 512;
+            assert_eq!(c.executable().num_steps() == 1, one_pass, "inner {inner}: {c}");
+            let ln = Jit::new(layer_norm);
+            let c = ln.lower(&finite).compile();
+            assert_eq!(c.executable().num_steps() == 1, one_pass, "inner {inner}: {c}");
+        }
+    }
+    // Gradients through the row-wise groups, jit vs eager.
+    let x = data(&[37, 128], 23, DType::F32);
+    let w = data(&[128], 24, DType::F32);
+    let loss = |w: &Array, x: &Array| (layer_norm(x) * w).softmax(-1).square().sum();
+    let want = grad(|(w, x): &(Array, Array)| loss(w, x))(&(w.clone(), x.clone()));
+    let got = jit(grad(move |(w, x): &(Array, Array)| loss(w, x)))(&(w, x));
+    close(&got.0, &want.0, 1e-4);
+    close(&got.1, &want.1, 1e-4);
 }

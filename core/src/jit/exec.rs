@@ -130,6 +130,7 @@ fn fusable_type(prim: &Prim, ins: &[Atom], out: &Aval) -> Option<DType> {
         Prim::BroadcastInDim { .. } => out.dtype,
         Prim::ConvertElementType { dtype } if ins[0].aval().dtype == DType::Bool => *dtype,
         p if p.is_comparison() => ins[0].aval().dtype,
+        Prim::IsFinite => ins[0].aval().dtype,
         Prim::Select => ins[1].aval().dtype,
         p if fused::is_fusable(p) => out.dtype,
         _ => return None,
@@ -492,6 +493,8 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
     let mut group_of_var: Vec<Option<usize>> = vec![None; n];
     let mut group_of_eqn: Vec<Option<usize>> = vec![None; j.eqns.len()];
     let mut virt: Vec<Option<usize>> = vec![None; n];
+    // The group whose row register holds each row value (see [`row_op`]).
+    let mut row_of: Vec<Option<usize>> = vec![None; n];
     let var_group = |a: &Atom, gv: &Vec<Option<usize>>| match a {
         Atom::Var(v) => gv[v.id],
         Atom::Lit(_) => None,
@@ -499,6 +502,26 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
     for (i, e) in j.eqns.iter().enumerate() {
         let out = &e.outs[0].aval;
         let mut joined = None;
+        if batch.get(i).copied().flatten().is_none()
+            && let Some(g) = row_op(j, e, &groups, &row_of, &virt)
+        {
+            // A row-wise step of an open group with reductions: the group goes on from
+            // its row values within the same tile.
+            for a in &e.inputs {
+                if let Some(h) = var_group(a, &group_of_var)
+                    && h != g
+                {
+                    groups[h].sealed = true;
+                }
+            }
+            if out.shape != groups[g].domain {
+                row_of[e.outs[0].id] = Some(g);
+            }
+            groups[g].members.push(i);
+            group_of_eqn[i] = Some(g);
+            group_of_var[e.outs[0].id] = Some(g);
+            continue;
+        }
         if let Prim::BroadcastInDim { .. } = e.prim
             && fusable_type(&e.prim, &e.inputs, out).is_some()
         {
@@ -584,7 +607,34 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
             && groups[g].inner.is_none_or(|k| k == inner)
         {
             groups[g].inner = Some(inner);
+            if (1..=fused::TILE).contains(&inner) {
+                row_of[e.outs[0].id] = Some(g);
+            }
             joined = Some(g);
+        } else if let Some((_, axes)) = reduce_kind(&e.prim)
+            && batch.get(i).copied().flatten().is_none()
+            && is_float(out.dtype)
+            && e.inputs[0].aval().dtype == out.dtype
+            && let Some(inner) = suffix_reduction(axes, e.inputs[0].aval().shape.as_slice())
+            && (1..=fused::TILE).contains(&inner)
+        {
+            // A reduction over short rows of a value from outside opens a group, which
+            // the row-wise steps after it can join (a lone reduction runs as a kernel).
+            for a in &e.inputs {
+                if let Some(g) = var_group(a, &group_of_var) {
+                    groups[g].sealed = true;
+                }
+            }
+            groups.push(Group {
+                dtype: out.dtype,
+                domain: e.inputs[0].aval().shape.clone(),
+                members: vec![],
+                sealed: false,
+                inner: Some(inner),
+                batch: None,
+            });
+            row_of[e.outs[0].id] = Some(groups.len() - 1);
+            joined = Some(groups.len() - 1);
         } else {
             for a in &e.inputs {
                 if let Some(g) = var_group(a, &group_of_var) {
@@ -663,6 +713,96 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
         }
     }
     Plan { groups, group_of_var, group_of_eqn, virt, materialize, escapes }
+}
+
+/// The open group that equation `e` continues row-wise, if any. A group whose rows (the
+/// `inner` trailing elements its reductions reduce) fit a tile computes whole rows per
+/// tile, so it can use its reductions' results right away: each is a *row value*, kept in a
+/// row register ([`Instr::RowReduce`]). `e` joins such a group `g` when it reads row values
+/// of `g` (and otherwise only scalars) and is
+/// - an elementwise equation over the rows (the `x / n`, `+ eps`, `rsqrt` of a layer norm;
+///   the non-finite fix-up of a softmax's max): its result is a row value too;
+/// - a reshape or size-preserving broadcast of a row value (adding unit dims): the same
+///   row value;
+/// - a broadcast of a row value back over the group's domain, each row's value along its
+///   row: a full value of the group, read in place from the row register.
+///
+/// A softmax or layer norm thus runs as one pass over its rows instead of three to five.
+fn row_op(
+    j: &Jaxpr,
+    e: &Eqn,
+    groups: &[Group],
+    row_of: &[Option<usize>],
+    virt: &[Option<usize>],
+) -> Option<usize> {
+    if e.outs.len() != 1 {
+        return None;
+    }
+    let mut g = None;
+    for a in &e.inputs {
+        if let Atom::Var(v) = a
+            && let Some(h) = row_of[v.id]
+        {
+            if g.is_some_and(|g| g != h) {
+                return None;
+            }
+            g = Some(h);
+        }
+    }
+    let g = g?;
+    let grp = &groups[g];
+    let inner = grp.inner?;
+    if grp.sealed || !(1..=fused::TILE).contains(&inner) {
+        return None;
+    }
+    let domain = &grp.domain;
+    let nd = domain.len();
+    // The reduced suffix: the fewest trailing dims holding `inner` elements.
+    let r = (0..=nd).find(|&r| domain[nd - r..].iter().product::<usize>() == inner)?;
+    let rows = &domain[..nd - r];
+    let non_unit = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    let out = &e.outs[0].aval;
+    let row_shaped = non_unit(&out.shape) == non_unit(rows);
+    let input = e.inputs[0].aval();
+    match &e.prim {
+        Prim::Reshape { .. } | Prim::Squeeze { .. } | Prim::ExpandDims { .. } => {
+            row_shaped.then_some(g)
+        }
+        Prim::BroadcastInDim { dims, .. } if out.dtype == grp.dtype => {
+            if row_shaped && out.size() == input.size() {
+                return Some(g);
+            }
+            if out.shape != *domain {
+                return None;
+            }
+            // Each domain element must read its row's value: row-major strides over the
+            // rows, 0 along the reduced suffix (unit dims may have any stride).
+            let strides = broadcast_strides(&input.shape, dims, nd);
+            let mut want = 1;
+            for k in (0..nd).rev() {
+                let expect = if k >= nd - r { 0 } else { want };
+                if domain[k] != 1 && strides[k] != expect {
+                    return None;
+                }
+                if k < nd - r {
+                    want *= domain[k];
+                }
+            }
+            Some(g)
+        }
+        p if fusable_type(p, &e.inputs, out) == Some(grp.dtype) && row_shaped => {
+            let scalar = |a: &Atom| match a {
+                Atom::Lit(_) => true,
+                Atom::Var(v) => {
+                    row_of[v.id] == Some(g)
+                        || virt[v.id]
+                            .map_or(v.aval.size() == 1, |b| j.eqns[b].inputs[0].aval().size() == 1)
+                }
+            };
+            e.inputs.iter().all(scalar).then_some(g)
+        }
+        _ => None,
+    }
 }
 
 /// Most equations one consumer group recomputes from one producer group.
@@ -921,6 +1061,25 @@ fn build_group(
         n_regs += 1;
         n_regs - 1
     };
+    // Values the group itself reads (a reduction read here is a row value, see `row_op`).
+    let read_here: std::collections::HashSet<usize> = g
+        .members
+        .iter()
+        .flat_map(|&i| &j.eqns[i].inputs)
+        .filter_map(|a| match a {
+            Atom::Var(v) => Some(v.id),
+            Atom::Lit(_) => None,
+        })
+        .collect();
+    // How an escaping value is stored: over the domain, or one element per row.
+    let output = |reg: usize, v: &Var| {
+        let bool_out = v.aval.dtype == DType::Bool;
+        if v.aval.shape == g.domain {
+            Output::Elementwise { reg, bool_out }
+        } else {
+            Output::RowValue { reg, bool_out }
+        }
+    };
     for &i in &g.members {
         let e = &j.eqns[i];
         ops.push(e.prim.name());
@@ -955,10 +1114,38 @@ fn build_group(
                 dst
             }
         };
+        let v = &e.outs[0];
         if let Some((kind, _)) = reduce_kind(&e.prim) {
             let r = operand(&e.inputs[0], None, &mut fresh);
-            outputs.push(Output::Reduce { reg: r, kind });
-            outs.push(e.outs[0].id);
+            if read_here.contains(&v.id) {
+                let dst = fresh();
+                body.push(Instr::RowReduce { kind, a: r, dst });
+                reg_of.insert(v.id, dst);
+                if escapes[v.id] {
+                    outputs.push(output(dst, v));
+                    outs.push(v.id);
+                }
+            } else {
+                outputs.push(Output::Reduce { reg: r, kind });
+                outs.push(v.id);
+            }
+            continue;
+        }
+        if let (
+            Prim::Reshape { .. }
+            | Prim::Squeeze { .. }
+            | Prim::ExpandDims { .. }
+            | Prim::BroadcastInDim { .. },
+            Atom::Var(x),
+        ) = (&e.prim, &e.inputs[0])
+        {
+            // A row value reshaped or broadcast (see `row_op`): the same register.
+            let r = reg_of[&x.id];
+            reg_of.insert(v.id, r);
+            if escapes[v.id] {
+                outputs.push(output(r, v));
+                outs.push(v.id);
+            }
             continue;
         }
         let regs: Vec<usize> = e
@@ -992,10 +1179,9 @@ fn build_group(
             p if regs.len() == 1 => Instr::Unary { prim: p.clone(), a: regs[0], dst },
             p => Instr::Binary { prim: p.clone(), a: regs[0], b: regs[1], dst },
         });
-        let v = &e.outs[0];
         reg_of.insert(v.id, dst);
         if escapes[v.id] {
-            outputs.push(Output::Elementwise { reg: dst, bool_out: v.aval.dtype == DType::Bool });
+            outputs.push(output(dst, v));
             outs.push(v.id);
         }
     }
@@ -1154,7 +1340,7 @@ fn merge_epilogues(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
             || prog.views[uses[0]] != View::Full
             || prog.dtype != out_avals[0].dtype
             || prog.domain != out_avals[0].shape
-            || prog.outputs.iter().any(|o| matches!(o, Output::Reduce { .. }))
+            || prog.row_wise()
             || merges.iter().any(|m| m.1 == *b)
         {
             continue;

@@ -98,6 +98,19 @@ pub enum Instr {
         /// Destination register.
         dst: usize,
     },
+    /// Reduces each row (the trailing [`FusedProgram::inner`] elements) of `a` and writes
+    /// the result to every element of that row in `dst` (a *row register*), so that later
+    /// instructions of the same tile can use it: the max and sum of a softmax, the mean and
+    /// variance of a layer norm. Only in programs whose rows fit a tile
+    /// (`inner <= TILE`), which run whole rows per tile.
+    RowReduce {
+        /// The reduction.
+        kind: Reduce,
+        /// Operand register.
+        a: usize,
+        /// Destination register.
+        dst: usize,
+    },
 }
 
 impl Instr {
@@ -109,6 +122,7 @@ impl Instr {
             Instr::Binary { a, b, .. } => vec![*a, *b],
             Instr::Select { p, t, f, .. } => vec![*p, *t, *f],
             Instr::Clamp { lo, x, hi, .. } => vec![*lo, *x, *hi],
+            Instr::RowReduce { a, .. } => vec![*a],
         }
     }
 
@@ -119,7 +133,8 @@ impl Instr {
             | Instr::Unary { dst, .. }
             | Instr::Binary { dst, .. }
             | Instr::Select { dst, .. }
-            | Instr::Clamp { dst, .. } => *dst,
+            | Instr::Clamp { dst, .. }
+            | Instr::RowReduce { dst, .. } => *dst,
         }
     }
 }
@@ -154,6 +169,13 @@ pub enum Output {
         /// The reduction.
         kind: Reduce,
     },
+    /// A row register (one value per row, see [`Instr::RowReduce`]): one element per row.
+    RowValue {
+        /// The register.
+        reg: usize,
+        /// Store as `bool` (a comparison result).
+        bool_out: bool,
+    },
 }
 
 /// A fused elementwise program (built by the jit compiler).
@@ -178,6 +200,13 @@ pub struct FusedProgram {
 }
 
 impl FusedProgram {
+    /// Whether the program works row by row (it has reductions or row registers): it then
+    /// cannot be a contraction's epilogue, which sees arbitrary blocks of the domain.
+    pub fn row_wise(&self) -> bool {
+        self.outputs.iter().any(|o| !matches!(o, Output::Elementwise { .. }))
+            || self.body.iter().any(|i| matches!(i, Instr::RowReduce { .. }))
+    }
+
     /// Moves body instructions whose operands are all uniform (constants, scalar inputs
     /// and values computed from them) into the prologue, so they run once per work item
     /// instead of once per tile.
@@ -185,8 +214,9 @@ impl FusedProgram {
         let mut uniform = self.uniform();
         let mut body = Vec::with_capacity(self.body.len());
         for ins in std::mem::take(&mut self.body) {
-            let invariant =
-                !matches!(ins, Instr::Load { .. }) && ins.operands().iter().all(|&r| uniform[r]);
+            // A row reduction works on whole rows of a tile, which the prologue has not.
+            let invariant = !matches!(ins, Instr::Load { .. } | Instr::RowReduce { .. })
+                && ins.operands().iter().all(|&r| uniform[r]);
             if invariant {
                 uniform[ins.dst()] = true;
                 self.prologue.push(ins);
@@ -225,7 +255,9 @@ impl FusedProgram {
             }
         }
         for o in &self.outputs {
-            let (Output::Elementwise { reg, .. } | Output::Reduce { reg, .. }) = o;
+            let (Output::Elementwise { reg, .. }
+            | Output::Reduce { reg, .. }
+            | Output::RowValue { reg, .. }) = o;
             last[*reg] = FOREVER;
         }
         let mut tile = vec![usize::MAX; self.n_regs];
@@ -335,10 +367,7 @@ pub fn run_epilogue(
     args: Vec<Arg<'_>>,
     produce: impl Fn(Epilogue<'_>) -> Storage,
 ) -> Vec<Storage> {
-    assert!(
-        prog.outputs.iter().all(|o| matches!(o, Output::Elementwise { .. })),
-        "an epilogue has no reductions"
-    );
+    assert!(!prog.row_wise(), "an epilogue has no reductions");
     match prog.dtype {
         DType::F32 => run_typed::<f32>(prog, args, Some(&|f| produce(Epilogue::F32(f)))),
         DType::F64 => run_typed::<f64>(prog, args, Some(&|f| produce(Epilogue::F64(f)))),
@@ -379,9 +408,9 @@ fn run_typed<T: FusedFloat>(
     produce: Option<Produce<'_, T>>,
 ) -> Vec<Storage> {
     let n: usize = prog.domain.iter().product();
-    let has_reduce = prog.outputs.iter().any(|o| matches!(o, Output::Reduce { .. }));
+    let rows = prog.row_wise();
     // Without a reduction the whole domain is one row.
-    let inner = if has_reduce { prog.inner.max(1) } else { n.max(1) };
+    let inner = if rows { prog.inner.max(1) } else { n.max(1) };
     let outer = if n == 0 { 0 } else { n / inner };
     let pending = args.iter().position(|a| matches!(a, Arg::Pending));
     assert_eq!(pending.is_some(), produce.is_some(), "a pending input needs a producer");
@@ -416,6 +445,8 @@ fn run_typed<T: FusedFloat>(
         .map(|(k, o)| match o {
             _ if Some(k) == in_product => Out::Real(Vec::new()),
             Output::Elementwise { bool_out: true, .. } => Out::Bool(Vec::with_capacity(n)),
+            Output::RowValue { bool_out: true, .. } => Out::Bool(Vec::with_capacity(outer)),
+            Output::RowValue { .. } => Out::Real(Vec::with_capacity(outer)),
             Output::Elementwise { .. } => Out::Real(match donors.pop() {
                 Some(mut v) => {
                     v.truncate(0);
@@ -442,6 +473,17 @@ fn run_typed<T: FusedFloat>(
             _ => None,
         })
         .collect();
+    let row_values: Vec<(usize, usize)> = prog
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, o)| match o {
+            Output::RowValue { reg, .. } => Some((k, *reg)),
+            _ => None,
+        })
+        .collect();
+    let has_row_regs = prog.body.iter().any(|i| matches!(i, Instr::RowReduce { .. }));
+    assert!(!has_row_regs || inner <= TILE, "row registers need rows that fit a tile");
     let prefetch = streams::<T>(prog, &ins);
     let tiles = prog.assign_tiles();
     let uniform = prog.uniform();
@@ -455,6 +497,7 @@ fn run_typed<T: FusedFloat>(
         ins: &ins,
         ptrs: &ptrs,
         reduces: &reduces,
+        row_values: &row_values,
     };
     if let (Some(produce), Some(pending)) = (produce, pending) {
         let product = produce(&|b: Block<T>| ctx.epilogue(b, pending, in_product));
@@ -463,7 +506,7 @@ fn run_typed<T: FusedFloat>(
                 unreachable!("the contraction computes in the program's type")
             }));
         }
-    } else if inner >= CHUNK || reduces.is_empty() {
+    } else if inner >= CHUNK || !rows {
         // Work items split rows; partial reductions are combined per row in order.
         let per_row = inner.div_ceil(CHUNK).max(1);
         let items: Vec<(usize, usize, usize)> = (0..outer)
@@ -529,10 +572,15 @@ fn run_typed<T: FusedFloat>(
                 unsafe { v.set_len(n) };
                 T::wrap(v)
             }
-            (Out::Real(mut v), Output::Reduce { .. }) => {
+            (Out::Real(mut v), Output::Reduce { .. } | Output::RowValue { .. }) => {
                 // SAFETY: every row's result was written above.
                 unsafe { v.set_len(outer) };
                 T::wrap(v)
+            }
+            (Out::Bool(mut v), Output::RowValue { .. }) => {
+                // SAFETY: as above.
+                unsafe { v.set_len(outer) };
+                Storage::Bool(v)
             }
             (Out::Bool(mut v), _) => {
                 // SAFETY: every domain element was written by exactly one work item.
@@ -597,6 +645,8 @@ struct Ctx<'a, T> {
     ins: &'a [In<T>],
     ptrs: &'a [OutPtr<T>],
     reduces: &'a [(usize, usize, Reduce)],
+    /// The [`Output::RowValue`]s: (output, register).
+    row_values: &'a [(usize, usize)],
 }
 
 impl<T: Real> Ctx<'_, T> {
@@ -719,6 +769,18 @@ impl<T: Real> Ctx<'_, T> {
                 unsafe { p.0.add(r0 + i).write(T::from_f64(reduce_tile(self.simd, kind, row))) };
             }
         }
+        for &(out, reg) in self.row_values {
+            let r = regs.get(reg, len);
+            for i in 0..k {
+                let v = r[i * inner];
+                // SAFETY: as above.
+                match self.ptrs[out] {
+                    (Some(p), _) => unsafe { p.0.add(r0 + i).write(v) },
+                    (None, Some(p)) => unsafe { p.0.add(r0 + i).write(v != T::ZERO) },
+                    (None, None) => unreachable!("every output has a buffer"),
+                }
+            }
+        }
     }
 
     #[inline]
@@ -742,6 +804,14 @@ impl<T: Real> Ctx<'_, T> {
         match ins {
             Instr::Load { input, .. } => self.load(*input, d, off),
             Instr::Const { value, .. } => d.fill(T::from_f64(*value)),
+            Instr::RowReduce { kind, a, .. } => {
+                let inner = self.prog.inner;
+                debug_assert!(
+                    off.is_multiple_of(inner) && len.is_multiple_of(inner),
+                    "a tile of whole rows"
+                );
+                row_reduce(self.simd, *kind, regs.get(*a, len), d, inner);
+            }
             _ => compute_dispatch(self.simd, ins, regs, self.uniform, d),
         }
     }
@@ -923,8 +993,26 @@ fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]) 
                 d[i] = min_nan(max_nan(x[i], lo[i]), hi[i]);
             }
         }
-        Instr::Load { .. } | Instr::Const { .. } => unreachable!("loads are not computed"),
+        Instr::Load { .. } | Instr::Const { .. } | Instr::RowReduce { .. } => {
+            unreachable!("loads and row reductions are not computed here")
+        }
     }
+}
+
+/// Reduces each `inner`-element row of `r` into every element of the same row of `d`
+/// ([`Instr::RowReduce`]), compiled for [`Simd`] level `level` (one dispatch per tile, not
+/// per row: rows are short).
+fn row_reduce<T: Real>(level: Simd, kind: Reduce, r: &[T], d: &mut [T], inner: usize) {
+    super::simd_dispatch!(
+        level,
+        [T: Real],
+        (kind: Reduce, r: &[T], d: &mut [T], inner: usize),
+        {
+            for (row, out) in r.chunks_exact(inner).zip(d.chunks_exact_mut(inner)) {
+                out.fill(T::from_f64(reduce_lanes(kind, row)));
+            }
+        }
+    )
 }
 
 /// Reduces one tile (or row) to a partial result, compiled for [`Simd`] level `level`
@@ -1001,6 +1089,8 @@ fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
         Prim::Rsqrt => m!(|x| T::ONE / x.sqrt()),
         Prim::Abs => m!(|x| x.abs()),
         Prim::Sign => m!(|x| sign_float(x)),
+        // False for infinities and NaN (a 0/1 result, like comparisons).
+        Prim::IsFinite => m!(|x| if x.abs() < T::INFINITY { T::ONE } else { T::ZERO }),
         Prim::Floor => m!(|x| x.floor()),
         Prim::Ceil => m!(|x| x.ceil()),
         Prim::Round => m!(|x| x.round()),
@@ -1085,6 +1175,7 @@ pub fn is_fusable(prim: &Prim) -> bool {
             | Rsqrt
             | Abs
             | Sign
+            | IsFinite
             | Floor
             | Ceil
             | Round
