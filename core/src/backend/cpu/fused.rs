@@ -764,10 +764,10 @@ impl<T: Real> Ctx<'_, T> {
         for &(out, reg, kind) in self.reduces {
             let r = regs.get(reg, len);
             let p = self.ptrs[out].0.expect("reductions are real");
-            for (i, row) in r.chunks_exact(inner).enumerate() {
-                // SAFETY: row `r0 + i` < outer is written by exactly one work item.
-                unsafe { p.0.add(r0 + i).write(T::from_f64(reduce_tile(self.simd, kind, row))) };
-            }
+            // SAFETY: rows `r0 .. r0 + k` < outer are written by exactly one work item, and
+            // the output's capacity is `outer`.
+            let d = unsafe { std::slice::from_raw_parts_mut(p.0.add(r0) as *mut _, k) };
+            rows_reduce(self.simd, kind, r, d, inner);
         }
         for &(out, reg) in self.row_values {
             let r = regs.get(reg, len);
@@ -1010,6 +1010,27 @@ fn row_reduce<T: Real>(level: Simd, kind: Reduce, r: &[T], d: &mut [T], inner: u
         {
             for (row, out) in r.chunks_exact(inner).zip(d.chunks_exact_mut(inner)) {
                 out.fill(T::from_f64(reduce_lanes(kind, row)));
+            }
+        }
+    )
+}
+
+/// Reduces each `inner`-element row of `r` to one element of `d` (uninitialized output
+/// memory), one dispatch per tile.
+fn rows_reduce<T: Real>(
+    level: Simd,
+    kind: Reduce,
+    r: &[T],
+    d: &mut [std::mem::MaybeUninit<T>],
+    inner: usize,
+) {
+    super::simd_dispatch!(
+        level,
+        [T: Real],
+        (kind: Reduce, r: &[T], d: &mut [std::mem::MaybeUninit<T>], inner: usize),
+        {
+            for (row, out) in r.chunks_exact(inner).zip(d.iter_mut()) {
+                out.write(T::from_f64(reduce_lanes(kind, row)));
             }
         }
     )
