@@ -764,10 +764,10 @@ impl<T: Real> Ctx<'_, T> {
         for &(out, reg, kind) in self.reduces {
             let r = regs.get(reg, len);
             let p = self.ptrs[out].0.expect("reductions are real");
-            // SAFETY: rows `r0 .. r0 + k` < outer are written by exactly one work item, and
-            // the output's capacity is `outer`.
-            let d = unsafe { std::slice::from_raw_parts_mut(p.0.add(r0) as *mut _, k) };
-            rows_reduce(self.simd, kind, r, d, inner);
+            reduce_rows(self.simd, kind, r, inner, &mut |i, v| {
+                // SAFETY: row `r0 + i` < outer is written by exactly one work item.
+                unsafe { p.0.add(r0 + i).write(v) }
+            });
         }
         for &(out, reg) in self.row_values {
             let r = regs.get(reg, len);
@@ -810,7 +810,9 @@ impl<T: Real> Ctx<'_, T> {
                     off.is_multiple_of(inner) && len.is_multiple_of(inner),
                     "a tile of whole rows"
                 );
-                row_reduce(self.simd, *kind, regs.get(*a, len), d, inner);
+                reduce_rows(self.simd, *kind, regs.get(*a, len), inner, &mut |i, v| {
+                    d[i * inner..(i + 1) * inner].fill(v)
+                });
             }
             _ => compute_dispatch(self.simd, ins, regs, self.uniform, d),
         }
@@ -999,38 +1001,23 @@ fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]) 
     }
 }
 
-/// Reduces each `inner`-element row of `r` into every element of the same row of `d`
-/// ([`Instr::RowReduce`]), compiled for [`Simd`] level `level` (one dispatch per tile, not
-/// per row: rows are short).
-fn row_reduce<T: Real>(level: Simd, kind: Reduce, r: &[T], d: &mut [T], inner: usize) {
-    super::simd_dispatch!(
-        level,
-        [T: Real],
-        (kind: Reduce, r: &[T], d: &mut [T], inner: usize),
-        {
-            for (row, out) in r.chunks_exact(inner).zip(d.chunks_exact_mut(inner)) {
-                out.fill(T::from_f64(reduce_lanes(kind, row)));
-            }
-        }
-    )
-}
-
-/// Reduces each `inner`-element row of `r` to one element of `d` (uninitialized output
-/// memory), one dispatch per tile.
-fn rows_reduce<T: Real>(
+/// Reduces each `inner`-element row of `r`, handing row `i`'s result to `put(i, value)`,
+/// compiled for [`Simd`] level `level` (one dispatch per tile, not per row: rows are
+/// short).
+fn reduce_rows<T: Real, F: FnMut(usize, T)>(
     level: Simd,
     kind: Reduce,
     r: &[T],
-    d: &mut [std::mem::MaybeUninit<T>],
     inner: usize,
+    put: &mut F,
 ) {
     super::simd_dispatch!(
         level,
-        [T: Real],
-        (kind: Reduce, r: &[T], d: &mut [std::mem::MaybeUninit<T>], inner: usize),
+        [T: Real, F: FnMut(usize, T)],
+        (kind: Reduce, r: &[T], inner: usize, put: &mut F),
         {
-            for (row, out) in r.chunks_exact(inner).zip(d.iter_mut()) {
-                out.write(T::from_f64(reduce_lanes(kind, row)));
+            for (i, row) in r.chunks_exact(inner).enumerate() {
+                put(i, T::from_f64(reduce_lanes(kind, row)));
             }
         }
     )
