@@ -725,7 +725,7 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
 /// - a reshape or size-preserving broadcast of a row value (adding unit dims): the same
 ///   row value;
 /// - a broadcast of a row value back over the group's domain, each row's value along its
-///   row: a full value of the group, read in place from the row register.
+///   row: a full value of the group, spread from the row register ([`Instr::Expand`]).
 ///
 /// A softmax or layer norm thus runs as one pass over its rows instead of three to five.
 fn row_op(
@@ -1139,8 +1139,14 @@ fn build_group(
             Atom::Var(x),
         ) = (&e.prim, &e.inputs[0])
         {
-            // A row value reshaped or broadcast (see `row_op`): the same register.
-            let r = reg_of[&x.id];
+            // A row value reshaped or broadcast (see `row_op`): the same row register, or,
+            // broadcast back over the domain, the row register spread over its rows.
+            let mut r = reg_of[&x.id];
+            if v.aval.shape == g.domain && x.aval.shape != g.domain {
+                let dst = fresh();
+                body.push(Instr::Expand { a: r, dst });
+                r = dst;
+            }
             reg_of.insert(v.id, r);
             if escapes[v.id] {
                 outputs.push(output(r, v));

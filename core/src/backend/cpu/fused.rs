@@ -98,15 +98,24 @@ pub enum Instr {
         /// Destination register.
         dst: usize,
     },
-    /// Reduces each row (the trailing [`FusedProgram::inner`] elements) of `a` and writes
-    /// the result to every element of that row in `dst` (a *row register*), so that later
+    /// Reduces each row (the trailing [`FusedProgram::inner`] elements) of `a` into a
+    /// *row register* `dst`, which holds one value per row of the tile, so that later
     /// instructions of the same tile can use it: the max and sum of a softmax, the mean and
     /// variance of a layer norm. Only in programs whose rows fit a tile
-    /// (`inner <= TILE`), which run whole rows per tile.
+    /// (`inner <= TILE`), which run whole rows per tile. Elementwise instructions whose
+    /// operands are row registers (and uniform values) compute row registers too, one
+    /// element per row; [`Instr::Expand`] spreads one back over its rows.
     RowReduce {
         /// The reduction.
         kind: Reduce,
         /// Operand register.
+        a: usize,
+        /// Destination register.
+        dst: usize,
+    },
+    /// Writes each value of row register `a` to every element of its row in `dst`.
+    Expand {
+        /// Row register.
         a: usize,
         /// Destination register.
         dst: usize,
@@ -122,7 +131,7 @@ impl Instr {
             Instr::Binary { a, b, .. } => vec![*a, *b],
             Instr::Select { p, t, f, .. } => vec![*p, *t, *f],
             Instr::Clamp { lo, x, hi, .. } => vec![*lo, *x, *hi],
-            Instr::RowReduce { a, .. } => vec![*a],
+            Instr::RowReduce { a, .. } | Instr::Expand { a, .. } => vec![*a],
         }
     }
 
@@ -134,7 +143,8 @@ impl Instr {
             | Instr::Binary { dst, .. }
             | Instr::Select { dst, .. }
             | Instr::Clamp { dst, .. }
-            | Instr::RowReduce { dst, .. } => *dst,
+            | Instr::RowReduce { dst, .. }
+            | Instr::Expand { dst, .. } => *dst,
         }
     }
 }
@@ -214,9 +224,10 @@ impl FusedProgram {
         let mut uniform = self.uniform();
         let mut body = Vec::with_capacity(self.body.len());
         for ins in std::mem::take(&mut self.body) {
-            // A row reduction works on whole rows of a tile, which the prologue has not.
-            let invariant = !matches!(ins, Instr::Load { .. } | Instr::RowReduce { .. })
-                && ins.operands().iter().all(|&r| uniform[r]);
+            // Row registers work on whole rows of a tile, which the prologue has not.
+            let invariant =
+                !matches!(ins, Instr::Load { .. } | Instr::RowReduce { .. } | Instr::Expand { .. })
+                    && ins.operands().iter().all(|&r| uniform[r]);
             if invariant {
                 uniform[ins.dst()] = true;
                 self.prologue.push(ins);
@@ -225,6 +236,31 @@ impl FusedProgram {
             }
         }
         self.body = body;
+    }
+
+    /// Which registers are row registers (one element per row of a tile, see
+    /// [`Instr::RowReduce`]): those a row reduction writes, and those the body computes
+    /// from row registers and uniform values.
+    fn row_regs(&self) -> Vec<bool> {
+        let mut rows = vec![false; self.n_regs];
+        for ins in &self.body {
+            rows[ins.dst()] = match ins {
+                Instr::RowReduce { .. } => true,
+                Instr::Load { .. } | Instr::Const { .. } | Instr::Expand { .. } => false,
+                _ => {
+                    let ops = ins.operands();
+                    let row = ops.iter().any(|&r| rows[r]);
+                    debug_assert!(
+                        !row || ops
+                            .iter()
+                            .all(|&r| rows[r] || self.prologue.iter().any(|i| i.dst() == r)),
+                        "an instruction mixes row registers with full tiles"
+                    );
+                    row
+                }
+            };
+        }
+        rows
     }
 
     /// Which registers hold the same value at every domain element: those the prologue
@@ -487,6 +523,7 @@ fn run_typed<T: FusedFloat>(
     let prefetch = streams::<T>(prog, &ins);
     let tiles = prog.assign_tiles();
     let uniform = prog.uniform();
+    let row_regs = prog.row_regs();
     let ctx = Ctx {
         simd: simd(),
         prefetch,
@@ -498,6 +535,7 @@ fn run_typed<T: FusedFloat>(
         ptrs: &ptrs,
         reduces: &reduces,
         row_values: &row_values,
+        row_regs: &row_regs,
     };
     if let (Some(produce), Some(pending)) = (produce, pending) {
         let product = produce(&|b: Block<T>| ctx.epilogue(b, pending, in_product));
@@ -647,6 +685,8 @@ struct Ctx<'a, T> {
     reduces: &'a [(usize, usize, Reduce)],
     /// The [`Output::RowValue`]s: (output, register).
     row_values: &'a [(usize, usize)],
+    /// [`FusedProgram::row_regs`].
+    row_regs: &'a [bool],
 }
 
 impl<T: Real> Ctx<'_, T> {
@@ -770,9 +810,8 @@ impl<T: Real> Ctx<'_, T> {
             });
         }
         for &(out, reg) in self.row_values {
-            let r = regs.get(reg, len);
-            for i in 0..k {
-                let v = r[i * inner];
+            // A row register holds one element per row; a uniform one is full.
+            for (i, &v) in regs.get(reg, k).iter().enumerate() {
                 // SAFETY: as above.
                 match self.ptrs[out] {
                     (Some(p), _) => unsafe { p.0.add(r0 + i).write(v) },
@@ -794,25 +833,33 @@ impl<T: Real> Ctx<'_, T> {
             regs.ptrs[dst] = unsafe { p.add(off) };
             return;
         }
-        // SAFETY: `tile[dst] < n_tiles` and `len <= TILE`: the register's buffer, which
-        // no operand of this instruction points into (`assign_tiles`) and nothing else
-        // references while `d` lives.
+        // A row register holds one element per row of the tile (the prologue's
+        // registers are never row registers: they are written before there are rows).
+        let inner = self.prog.inner;
+        let rows = self.row_regs.get(dst).is_some_and(|&r| r) && !self.uniform[dst];
+        debug_assert!(
+            !rows || (off.is_multiple_of(inner) && len.is_multiple_of(inner)),
+            "row registers need a tile of whole rows"
+        );
+        let dlen = if rows { len / inner } else { len };
+        // SAFETY: `tile[dst] < n_tiles` and `dlen <= len <= TILE`: the register's buffer,
+        // which no operand of this instruction points into (`assign_tiles`) and nothing
+        // else references while `d` lives.
         let d = unsafe {
-            std::slice::from_raw_parts_mut(regs.base.add(self.tiles.0[dst]) as *mut T, len)
+            std::slice::from_raw_parts_mut(regs.base.add(self.tiles.0[dst]) as *mut T, dlen)
         };
         regs.ptrs[dst] = d.as_ptr();
         match ins {
             Instr::Load { input, .. } => self.load(*input, d, off),
             Instr::Const { value, .. } => d.fill(T::from_f64(*value)),
             Instr::RowReduce { kind, a, .. } => {
-                let inner = self.prog.inner;
-                debug_assert!(
-                    off.is_multiple_of(inner) && len.is_multiple_of(inner),
-                    "a tile of whole rows"
-                );
-                reduce_rows(self.simd, *kind, regs.get(*a, len), inner, &mut |i, v| {
-                    d[i * inner..(i + 1) * inner].fill(v)
-                });
+                reduce_rows(self.simd, *kind, regs.get(*a, len), inner, &mut |i, v| d[i] = v);
+            }
+            Instr::Expand { a, .. } => {
+                let a = regs.get(*a, len / inner);
+                for (row, &v) in d.chunks_exact_mut(inner).zip(a) {
+                    row.fill(v);
+                }
             }
             _ => compute_dispatch(self.simd, ins, regs, self.uniform, d),
         }
@@ -995,7 +1042,10 @@ fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]) 
                 d[i] = min_nan(max_nan(x[i], lo[i]), hi[i]);
             }
         }
-        Instr::Load { .. } | Instr::Const { .. } | Instr::RowReduce { .. } => {
+        Instr::Load { .. }
+        | Instr::Const { .. }
+        | Instr::RowReduce { .. }
+        | Instr::Expand { .. } => {
             unreachable!("loads and row reductions are not computed here")
         }
     }
@@ -1044,7 +1094,7 @@ fn reduce_lanes<T: Real>(kind: Reduce, r: &[T]) -> f64 {
                     lanes[l] = $f(lanes[l], c[l]);
                 }
             }
-            let mut acc = lanes.iter().fold($fin, |a, v| $f(a, *v));
+            let mut acc = std::hint::black_box(lanes).iter().fold($fin, |a, v| $f(a, *v));
             for v in tail {
                 acc = $f(acc, *v);
             }
@@ -1061,7 +1111,10 @@ fn reduce_lanes<T: Real>(kind: Reduce, r: &[T]) -> f64 {
                     lanes[l] = lanes[l] + c[l];
                 }
             }
-            let mut s: f64 = lanes.iter().map(|v| v.to_f64()).sum();
+            // The barrier keeps the lanes one vector in the loop above: without it LLVM
+            // splits them into scalar and 2-lane pieces to suit the f64 sum below (a
+            // 128-element row took 16 ns instead of 8). It changes no result.
+            let mut s: f64 = std::hint::black_box(lanes).iter().map(|v| v.to_f64()).sum();
             for v in tail {
                 s += v.to_f64();
             }
