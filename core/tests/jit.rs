@@ -559,7 +559,7 @@ fn layer_norm(x: &Array) -> Array {
 #[test]
 fn softmax_and_layer_norm_run_row_by_row_in_one_pass() {
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
-        for inner in [1usize, 5, 64, 128, 512, 513] {
+        for inner in [1usize, 5, 64, 128, 513, 1024, 1025] {
             let rows = 301; // several work items of several tiles, with a ragged last tile
             let mut v = data(&[rows, inner], 21, dtype).to_f64_vec();
             v[3 * inner..4 * inner].fill(f64::NEG_INFINITY);
@@ -582,7 +582,7 @@ fn softmax_and_layer_norm_run_row_by_row_in_one_pass() {
             // One pass when the rows fit a tile.
             let sm = Jit::new(|x: &Array| x.softmax(-1));
             let c = sm.lower(&x).compile();
-            let one_pass = inner <= 512;
+            let one_pass = inner <= 1024; // rows up to a tile (`fused::TILE`)
             assert_eq!(c.executable().num_steps() == 1, one_pass, "inner {inner}: {c}");
             let ln = Jit::new(layer_norm);
             let c = ln.lower(&finite).compile();
