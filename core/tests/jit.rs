@@ -486,6 +486,13 @@ fn backward_passes_recompute_cheap_forward_values() {
     assert_eq!(tanh_lines.len(), 2, "forward and recomputed in the backward pass:\n{text}");
     let outs = |l: &str| l.split(" = ").next().unwrap_or("").split_whitespace().count() - 1;
     assert!(outs(tanh_lines[0]) <= 2, "the forward group writes h and gelu(h) only:\n{text}");
+    // Nor does it compute what only the backward pass reads (1 - tanh^2, the h^2 of the
+    // derivative of h^3): the recomputing group has those.
+    let ops = |l: &str| l.split('{').nth(1).unwrap_or("").to_string();
+    let fwd = ops(tanh_lines[0]);
+    assert!(!fwd.contains("sub"), "1 - tanh^2 is dead in the forward group:\n{text}");
+    assert_eq!(fwd.matches("integer_pow").count(), 1, "h^2 is dead in the forward group:\n{text}");
+    assert!(ops(tanh_lines[1]).contains("sub"), "the backward group recomputes it:\n{text}");
     let (g1, g2) = f.call(&params);
     let (e1, e2) = kiln::grad(loss)(&params);
     close(&g1, &e1, 1e-5);
