@@ -500,6 +500,40 @@ fn backward_passes_recompute_cheap_forward_values() {
 }
 
 #[test]
+fn layer_norm_backward_recomputes_what_its_input_gives() {
+    // The backward pass of `x -> layer_norm(x) * s + b` reads `2 (x - mean)` and the
+    // normalized `x`; both come from `x` (written anyway) and per-row values, so the
+    // forward group writes `x - mean` and its output, not three full-size values.
+    let x = data(&[64, 32], 5, DType::F32);
+    let loss = |(x, w, s, b): &(Array, Array, Array, Array)| {
+        let c = x - x.mean_axes([-1], true);
+        let var = c.square().mean_axes([-1], true);
+        ((c * (var + 1e-5f32).rsqrt() * s + b).matmul(w)).square().sum()
+    };
+    let f = Jit::new(kiln::grad(loss));
+    let args =
+        (x, data(&[32, 8], 6, DType::F32), data(&[32], 7, DType::F32), data(&[32], 8, DType::F32));
+    let lowered = f.lower(&args);
+    let shapes: std::collections::HashMap<String, String> = lowered
+        .to_string()
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(':')?;
+            Some((name.to_string(), rest.split_whitespace().next()?.to_string()))
+        })
+        .collect();
+    let text = lowered.compile().to_string();
+    let fwd = text.lines().find(|l| l.contains("rsqrt")).expect("a layer-norm group");
+    let outs = fwd.split(" = ").next().unwrap_or("").split_whitespace().skip(1);
+    let full = outs.filter(|o| shapes.get(*o).is_some_and(|s| s == "f32[64,32]")).count();
+    assert!(full <= 2, "the forward group writes x - mean and its output only:\n{text}");
+    let (g, e) = (f.call(&args), kiln::grad(loss)(&args));
+    for (a, b) in [(&g.0, &e.0), (&g.1, &e.1), (&g.2, &e.2), (&g.3, &e.3)] {
+        close(a, b, 1e-4);
+    }
+}
+
+#[test]
 fn empty_contractions_still_run_their_epilogue() {
     // `[4, 0] @ [0, 3]` is all zeros; the fused bias + relu must still run on it.
     let w = Array::zeros([0, 3]);

@@ -883,9 +883,6 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
         let mut consumers: Vec<(usize, Vec<usize>)> = by_consumer.into_iter().collect();
         consumers.sort_unstable();
         for (h, want) in consumers {
-            if want.len() < 2 {
-                continue;
-            }
             // The first reader in H: clones go right before it.
             let pos = want
                 .iter()
@@ -947,17 +944,48 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
                 order.sort_unstable();
                 Some(order)
             };
-            let mut best: Option<(usize, Vec<usize>)> = None;
-            let consider = |roots: &[usize], best: &mut Option<(usize, Vec<usize>)>| {
-                if roots.len() >= want.len() {
-                    return;
-                }
-                if let Some(c) = clones(roots)
-                    && best.as_ref().is_none_or(|(k, bc)| {
-                        roots.len() < *k || (roots.len() == *k && c.len() < bc.len())
+            // Recomputing pays in memory traffic: it saves G's write and H's read of each
+            // wanted value that is not a root, and costs H's reads of the values the clones
+            // start from that H did not read already, and G's writes of roots that would
+            // not be written anyway (members of G escaping only to H). A layer norm's
+            // `x - mean`, read by its backward pass, is recomputed from `x`, which is
+            // written anyway. The best plan saves the most, then clones the fewest.
+            let read_by_h = |v: usize| readers[v].iter().any(|&r| p.group_of_eqn[r] == Some(h));
+            let written_anyway = |v: usize| {
+                def[v].is_none_or(|d| !in_g(d))
+                    || is_out[v]
+                    || readers[v].iter().any(|&r| !in_g(r) && p.group_of_eqn[r] != Some(h))
+            };
+            let gain = |roots: &[usize], c: &[usize]| -> isize {
+                let mut leaves: Vec<usize> = c
+                    .iter()
+                    .flat_map(|&d| &j.eqns[d].inputs)
+                    .filter_map(|a| match a {
+                        Atom::Var(x) if !small(x, domain) => Some(x.id),
+                        _ => None,
                     })
-                {
-                    *best = Some((roots.len(), c));
+                    .filter(|&x| def[x].is_none_or(|d| !c.contains(&d)) && !want.contains(&x))
+                    .collect();
+                leaves.sort_unstable();
+                leaves.dedup();
+                let saved = want.iter().filter(|v| !roots.contains(v)).count();
+                let reads = leaves.iter().filter(|&&x| !read_by_h(x)).count();
+                let writes =
+                    roots.iter().filter(|&&r| !want.contains(&r) && !written_anyway(r)).count();
+                (2 * saved) as isize - (reads + writes) as isize
+            };
+            let mut best: Option<(isize, Vec<usize>)> = None;
+            let consider = |roots: &[usize], best: &mut Option<(isize, Vec<usize>)>| {
+                if let Some(c) = clones(roots) {
+                    let k = gain(roots, &c);
+                    if !c.is_empty()
+                        && k > 0
+                        && best
+                            .as_ref()
+                            .is_none_or(|(bk, bc)| k > *bk || (k == *bk && c.len() < bc.len()))
+                    {
+                        *best = Some((k, c));
+                    }
                 }
             };
             consider(&[], &mut best);
