@@ -1055,34 +1055,19 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
         eqns.push(e);
         batch.push(None);
     }
-    // The originals whose every reader now reads a clone are dead: without this the
-    // producer group would still compute them (a transformer's forward GELU computed four
-    // of its thirteen elementwise steps only for its backward pass, which recomputes them).
-    let mut live = vec![false; next];
-    for a in &j.outs {
-        if let Atom::Var(v) = a {
-            live[v.id] = true;
-        }
-    }
-    let mut kept = Vec::with_capacity(eqns.len());
-    for (e, b) in eqns.into_iter().zip(batch).rev() {
-        if e.outs.iter().any(|v| live[v.id]) {
-            for a in &e.inputs {
-                if let Atom::Var(v) = a {
-                    live[v.id] = true;
-                }
-            }
-            kept.push((e, b));
-        }
-    }
-    kept.reverse();
-    let (eqns, batch) = kept.into_iter().unzip();
     let j2 = Jaxpr {
         constvars: j.constvars.clone(),
         in_binders: j.in_binders.clone(),
         eqns,
         outs: j.outs.clone(),
     };
+    // The originals whose every reader now reads a clone are dead: without this the
+    // producer group would still compute them (a transformer's forward GELU computed four
+    // of its thirteen elementwise steps only for its backward pass, which recomputes them).
+    let live = super::passes::live_eqns(&j2);
+    let (eqns, batch) =
+        j2.eqns.into_iter().zip(batch).zip(live).filter_map(|(eb, l)| l.then_some(eb)).unzip();
+    let j2 = Jaxpr { eqns, ..j2 };
     Some((j2, batch))
 }
 

@@ -200,26 +200,32 @@ impl Rewriter {
 
 /// Removes equations whose results are never used.
 fn dce(mut j: Jaxpr) -> Jaxpr {
+    let live = live_eqns(&j);
+    j.eqns = j.eqns.into_iter().zip(live).filter_map(|(e, l)| l.then_some(e)).collect();
+    j
+}
+
+/// Whether each equation's results are used (by the outputs, directly or through other
+/// used equations).
+pub(super) fn live_eqns(j: &Jaxpr) -> Vec<bool> {
     let mut live = vec![false; j.num_vars()];
     for a in &j.outs {
         if let Atom::Var(v) = a {
             live[v.id] = true;
         }
     }
-    let mut kept = Vec::with_capacity(j.eqns.len());
-    for eqn in j.eqns.into_iter().rev() {
+    let mut keep = vec![false; j.eqns.len()];
+    for (i, eqn) in j.eqns.iter().enumerate().rev() {
         if eqn.outs.iter().any(|v| live[v.id]) {
             for a in &eqn.inputs {
                 if let Atom::Var(v) = a {
                     live[v.id] = true;
                 }
             }
-            kept.push(eqn);
+            keep[i] = true;
         }
     }
-    kept.reverse();
-    j.eqns = kept;
-    j
+    keep
 }
 
 /// The value of `x` if it is concrete with all elements equal.

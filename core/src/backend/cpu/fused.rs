@@ -841,7 +841,7 @@ impl<T: Real> Ctx<'_, T> {
         // A row register holds one element per row of the tile (the prologue's
         // registers are never row registers: they are written before there are rows).
         let inner = self.prog.inner;
-        let rows = self.row_regs.get(dst).is_some_and(|&r| r) && !self.uniform[dst];
+        let rows = self.row_regs[dst] && !self.uniform[dst];
         debug_assert!(
             !rows || (off.is_multiple_of(inner) && len.is_multiple_of(inner)),
             "row registers need a tile of whole rows"
@@ -1051,7 +1051,7 @@ fn compute<T: Real>(ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]) 
         | Instr::Const { .. }
         | Instr::RowReduce { .. }
         | Instr::Expand { .. } => {
-            unreachable!("loads and row reductions are not computed here")
+            unreachable!("loads and row-register steps are not computed here")
         }
     }
 }
@@ -1099,6 +1099,7 @@ fn reduce_lanes<T: Real>(kind: Reduce, r: &[T]) -> f64 {
                     lanes[l] = $f(lanes[l], c[l]);
                 }
             }
+            // The barrier: see the sum below.
             let mut acc = std::hint::black_box(lanes).iter().fold($fin, |a, v| $f(a, *v));
             for v in tail {
                 acc = $f(acc, *v);
