@@ -607,7 +607,7 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
             && groups[g].inner.is_none_or(|k| k == inner)
         {
             groups[g].inner = Some(inner);
-            if (1..=fused::TILE).contains(&inner) {
+            if rows_fit_tile(inner) {
                 row_of[e.outs[0].id] = Some(g);
             }
             joined = Some(g);
@@ -616,7 +616,7 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
             && is_float(out.dtype)
             && e.inputs[0].aval().dtype == out.dtype
             && let Some(inner) = suffix_reduction(axes, e.inputs[0].aval().shape.as_slice())
-            && (1..=fused::TILE).contains(&inner)
+            && rows_fit_tile(inner)
         {
             // A reduction over short rows of a value from outside opens a group, which
             // the row-wise steps after it can join (a lone reduction runs as a kernel).
@@ -715,6 +715,12 @@ fn plan(j: &Jaxpr, batch: &[Option<usize>]) -> Plan {
     Plan { groups, group_of_var, group_of_eqn, virt, materialize, escapes }
 }
 
+/// Whether rows of `inner` elements can be evaluated whole within a tile (then a group
+/// reducing them keeps its results in row registers, see [`row_op`]).
+fn rows_fit_tile(inner: usize) -> bool {
+    (1..=fused::TILE).contains(&inner)
+}
+
 /// The open group that equation `e` continues row-wise, if any. A group whose rows (the
 /// `inner` trailing elements its reductions reduce) fit a tile computes whole rows per
 /// tile, so it can use its reductions' results right away: each is a *row value*, kept in a
@@ -752,7 +758,7 @@ fn row_op(
     let g = g?;
     let grp = &groups[g];
     let inner = grp.inner?;
-    if grp.sealed || !(1..=fused::TILE).contains(&inner) {
+    if grp.sealed || !rows_fit_tile(inner) {
         return None;
     }
     let domain = &grp.domain;

@@ -248,6 +248,7 @@ impl FusedProgram {
     /// from row registers and uniform values.
     fn row_regs(&self) -> Vec<bool> {
         let mut rows = vec![false; self.n_regs];
+        let uniform = if cfg!(debug_assertions) { self.uniform() } else { Vec::new() };
         for ins in &self.body {
             rows[ins.dst()] = match ins {
                 Instr::RowReduce { .. } => true,
@@ -256,9 +257,7 @@ impl FusedProgram {
                     let ops = ins.operands();
                     let row = ops.iter().any(|&r| rows[r]);
                     debug_assert!(
-                        !row || ops
-                            .iter()
-                            .all(|&r| rows[r] || self.prologue.iter().any(|i| i.dst() == r)),
+                        !row || ops.iter().all(|&r| rows[r] || uniform[r]),
                         "an instruction mixes row registers with full tiles"
                     );
                     row
@@ -523,12 +522,11 @@ fn run_typed<T: FusedFloat>(
             _ => None,
         })
         .collect();
-    let has_row_regs = prog.body.iter().any(|i| matches!(i, Instr::RowReduce { .. }));
-    assert!(!has_row_regs || inner <= TILE, "row registers need rows that fit a tile");
+    let row_regs = prog.row_regs();
+    assert!(!row_regs.contains(&true) || inner <= TILE, "row registers need rows that fit a tile");
     let prefetch = streams::<T>(prog, &ins);
     let tiles = prog.assign_tiles();
     let uniform = prog.uniform();
-    let row_regs = prog.row_regs();
     let ctx = Ctx {
         simd: simd(),
         prefetch,
