@@ -861,7 +861,9 @@ impl<T: Real> Ctx<'_, T> {
             Instr::RowReduce { kind, a, .. } => {
                 reduce_rows(self.simd, *kind, regs.get(*a, len), inner, &mut |i, v| d[i] = v);
             }
-            Instr::Expand { a, .. } => expand_dispatch(self.simd, regs.get(*a, len / inner), d),
+            Instr::Expand { a, .. } => {
+                expand_dispatch(self.simd, regs.get(*a, len / inner), inner, d);
+            }
             _ => compute_dispatch(self.simd, ins, regs, self.uniform, d),
         }
     }
@@ -898,11 +900,10 @@ fn load_dispatch<T: Real>(
     )
 }
 
-/// Spreads row value `a[i]` over row `i` of `d` (rows of `d.len() / a.len()` elements),
-/// compiled for [`Simd`] level `level`.
-fn expand_dispatch<T: Real>(level: Simd, a: &[T], d: &mut [T]) {
-    super::simd_dispatch!(level, [T: Real], (a: &[T], d: &mut [T]), {
-        let inner = d.len() / a.len();
+/// Spreads row value `a[i]` over row `i` of `d` (rows of `inner` elements), compiled for
+/// [`Simd`] level `level`.
+fn expand_dispatch<T: Real>(level: Simd, a: &[T], inner: usize, d: &mut [T]) {
+    super::simd_dispatch!(level, [T: Real], (a: &[T], inner: usize, d: &mut [T]), {
         for (row, &v) in d.chunks_exact_mut(inner).zip(a) {
             row.fill(v);
         }
