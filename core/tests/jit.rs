@@ -283,6 +283,86 @@ fn transposed_batched_products_swap_their_operands() {
 }
 
 #[test]
+fn products_read_transposed_operands_in_place() {
+    // Attention scores: heads moved in front of the sequence, then a product batched over
+    // (batch, head). Both transposes fold into the product, which reads the heads of
+    // `[b, t, h, d]` in place (batch dims 0 and 2).
+    let f = Jit::new(|(q, k): &(Array, Array)| {
+        let (qt, kt) = ((q * 0.5).transpose([0, 2, 1, 3]), k.transpose([0, 2, 1, 3]));
+        kiln::lax::dot_general(&qt, &kt, ((&[3], &[3]), (&[0, 1], &[0, 1])))
+    });
+    let args = (data(&[2, 5, 3, 4], 1, DType::F32), data(&[2, 5, 3, 4], 2, DType::F32));
+    let text = f.lower(&args).to_string();
+    assert!(!text.contains("transpose"), "{text}");
+    let want = kiln::lax::dot_general(
+        &(args.0.transpose([0, 2, 1, 3]) * 0.5),
+        &args.1.transpose([0, 2, 1, 3]),
+        ((&[3], &[3]), (&[0, 1], &[0, 1])),
+    );
+    assert_eq!(f.call(&args).shape(), &[2, 3, 5, 5]);
+    close(&f.call(&args), &want, 1e-5);
+    // Attention outputs: the product over (batch, head) is written straight back behind
+    // the sequence, `[b, h, t, d] -> [b, t, h, d]`, with no transpose kernel.
+    let o = Jit::new(|(p, v): &(Array, Array)| {
+        let vt = v.transpose([0, 2, 1, 3]);
+        let o = kiln::lax::dot_general(p, &vt, ((&[3], &[2]), (&[0, 1], &[0, 1])));
+        o.transpose([0, 2, 1, 3]).reshape([2, 5, 12])
+    });
+    let args = (data(&[2, 3, 5, 5], 7, DType::F32), data(&[2, 5, 3, 4], 8, DType::F32));
+    let compiled = o.lower(&args).compile().to_string();
+    assert!(!compiled.contains("kernel transpose"), "{compiled}");
+    assert!(compiled.contains("-> transpose"), "{compiled}");
+    let want = kiln::lax::dot_general(
+        &args.0,
+        &args.1.transpose([0, 2, 1, 3]),
+        ((&[3], &[2]), (&[0, 1], &[0, 1])),
+    )
+    .transpose([0, 2, 1, 3])
+    .reshape([2, 5, 12]);
+    close(&o.call(&args), &want, 1e-5);
+    // The same in f64, and a permutation that splits a side's free dims stays a kernel.
+    let args64 = (args.0.astype(DType::F64), args.1.astype(DType::F64));
+    let want64 = kiln::lax::dot_general(
+        &args64.0,
+        &args64.1.transpose([0, 2, 1, 3]),
+        ((&[3], &[2]), (&[0, 1], &[0, 1])),
+    )
+    .transpose([0, 2, 1, 3])
+    .reshape([2, 5, 12]);
+    close(&o.call(&args64), &want64, 1e-12);
+    let split = Jit::new(|(x, y): &(Array, Array)| {
+        let d = kiln::lax::dot_general(x, y, ((&[3], &[1]), (&[0], &[0])));
+        d.transpose([0, 2, 1, 3])
+    });
+    let args = (data(&[2, 3, 4, 5], 9, DType::F32), data(&[2, 5, 6], 10, DType::F32));
+    let compiled = split.lower(&args).compile().to_string();
+    assert!(compiled.contains("kernel transpose"), "{compiled}");
+    let want = kiln::lax::dot_general(&args.0, &args.1, ((&[3], &[1]), (&[0], &[0])))
+        .transpose([0, 2, 1, 3]);
+    close(&split.call(&args), &want, 1e-5);
+    // x^T @ y (a weight gradient) reads x in place; its gradients (through the folded
+    // product's transpose rule) match eager too.
+    let g = Jit::new(|(x, y): &(Array, Array)| x.t().matmul(y));
+    let args = (data(&[6, 4], 3, DType::F32), data(&[6, 5], 4, DType::F32));
+    let text = g.lower(&args).to_string();
+    assert!(!text.contains("transpose"), "{text}");
+    close(&g.call(&args), &args.0.t().matmul(&args.1), 1e-5);
+    let loss = |(x, y): &(Array, Array)| (x.t().matmul(y)).tanh().sum();
+    let (gx, gy) = jit(grad(loss))(&args);
+    let (ex, ey) = grad(loss)(&args);
+    close(&gx, &ex, 1e-5);
+    close(&gy, &ey, 1e-5);
+    // A free dim reordered by the transpose does not fold: it would reorder the output.
+    let h = Jit::new(|(x, y): &(Array, Array)| {
+        kiln::lax::dot_general(&x.transpose([1, 0, 2]), y, ((&[2], &[0]), (&[], &[])))
+    });
+    let args = (data(&[3, 4, 5], 5, DType::F32), data(&[5, 2], 6, DType::F32));
+    let want =
+        kiln::lax::dot_general(&args.0.transpose([1, 0, 2]), &args.1, ((&[2], &[0]), (&[], &[])));
+    close(&h.call(&args), &want, 1e-5);
+}
+
+#[test]
 fn compiled_display_shows_fusion_and_buffer_plan() {
     let x = data(&[64, 32], 1, DType::F32);
     let w = data(&[32, 16], 2, DType::F32);

@@ -23,11 +23,13 @@ pub fn dot_product_attention(q: &Array, k: &Array, v: &Array, mask: Option<&Arra
     // Bring the heads in front of the sequence: [.., H, L, D].
     let mut perm = batch.clone();
     perm.extend([nd - 2, nd - 3, nd - 1]);
-    let (qt, kt, vt) = (q.transpose(&perm), k.transpose(&perm), v.transpose(&perm));
+    // The queries are scaled before the transpose, so that under `jit` the transposes fold
+    // into the products (which then read the heads in place).
+    let q_scaled = q * (1.0 / (d as f64).sqrt());
+    let (qt, kt, vt) = (q_scaled.transpose(&perm), k.transpose(&perm), v.transpose(&perm));
     let mut bdims = batch.clone();
     bdims.push(nd - 3);
-    let q_scaled = qt * (1.0 / (d as f64).sqrt());
-    let logits = lax::dot_general(&q_scaled, &kt, ((&[nd - 1], &[nd - 1]), (&bdims, &bdims)));
+    let logits = lax::dot_general(&qt, &kt, ((&[nd - 1], &[nd - 1]), (&bdims, &bdims)));
     let logits = match mask {
         Some(m) => {
             let lowest = match logits.dtype() {

@@ -51,6 +51,10 @@ enum Step {
         rhs_dilation: Vec<usize>,
         k_sp: Vec<usize>,
     },
+    /// `transpose(dot_general(ins), perm)` in one pass: each product is written straight
+    /// to its place in the transposed output (see [`cpu::dot_general_transposed`]).
+    /// `out_aval` is the product's untransposed output.
+    TransposedDot { prim: Prim, ins: Vec<Slot>, out: usize, out_aval: Aval, perm: Vec<usize> },
     /// A fused elementwise group.
     Fused {
         prog: FusedProgram,
@@ -221,7 +225,8 @@ impl Executable {
                 is_out[v.id] = true;
             }
         }
-        let steps = merge_epilogues(fold_filter_grads(steps, &is_out), &is_out);
+        let steps = fold_filter_grads(steps, &is_out);
+        let steps = merge_epilogues(fold_product_transposes(steps, &is_out, &avals), &is_out);
         // ---- buffer plan: free after the last use ----
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (s, step) in steps.iter().enumerate() {
@@ -392,6 +397,25 @@ impl Executable {
                     }
                 }
                 Step::Alias { input, out } => env[*out] = env[*input].clone(),
+                Step::TransposedDot { prim, ins, out, out_aval, perm } => {
+                    let Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch } =
+                        prim
+                    else {
+                        unreachable!("only products fold their output transposes")
+                    };
+                    let ops = self.operands(&env, ins);
+                    let res = cpu::dot_general_transposed(
+                        ops[0],
+                        ops[1],
+                        lhs_contract,
+                        rhs_contract,
+                        lhs_batch,
+                        rhs_batch,
+                        &out_aval.shape,
+                        perm,
+                    );
+                    env[*out] = Some(Buf::Own(Arc::new(res)));
+                }
                 Step::ConvFilter { ins, outs, strides, padding, rhs_dilation, k_sp } => {
                     let ops = self.operands(&env, ins);
                     let res =
@@ -1251,6 +1275,7 @@ impl Step {
     fn reads(&self) -> Vec<usize> {
         match self {
             Step::Kernel { ins, .. }
+            | Step::TransposedDot { ins, .. }
             | Step::ConvFilter { ins, .. }
             | Step::Fused { ins, producer: None, .. } => slot_vars(ins).collect(),
             Step::Fused { ins, producer: Some(p), .. } => {
@@ -1266,7 +1291,7 @@ impl Step {
             Step::Kernel { outs, .. }
             | Step::ConvFilter { outs, .. }
             | Step::Fused { outs, .. } => outs,
-            Step::Alias { out, .. } => std::slice::from_ref(out),
+            Step::Alias { out, .. } | Step::TransposedDot { out, .. } => std::slice::from_ref(out),
         }
     }
 }
@@ -1278,12 +1303,8 @@ fn slot_vars(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// Rewrites each convolution kernel gradient that the transpose rule emits,
-/// `transpose[1.., 0, r-1](conv(transpose[r-1, 1.., 0](x), transpose[1.., 0, r-1](g)))`,
-/// into one [`Step::ConvFilter`] on `x` and `g`, where the intermediates are read by
-/// nothing else. It runs where the last transpose ran (`x` and `g` exist earlier). Saves
-/// the three transposed copies and runs the product over the forward im2col.
-fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
+/// The step that writes each variable, and how many step inputs read it.
+fn defs_and_uses(steps: &[Step]) -> (HashMap<usize, usize>, HashMap<usize, usize>) {
     let mut def: HashMap<usize, usize> = HashMap::new();
     let mut uses: HashMap<usize, usize> = HashMap::new();
     for (s, step) in steps.iter().enumerate() {
@@ -1294,6 +1315,59 @@ fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
             def.insert(v, s);
         }
     }
+    (def, uses)
+}
+
+/// Rewrites `transpose(dot_general(..))`, where the product (a float kernel step with
+/// batch dims) is read by nothing else, into one [`Step::TransposedDot`] at the product's
+/// place, when the transposed output keeps each side's free dims contiguous (the attention
+/// heads' outputs moved back behind the sequence: no pass over the output in between).
+fn fold_product_transposes(steps: Vec<Step>, is_out: &[bool], avals: &[Option<Aval>]) -> Vec<Step> {
+    let (def, uses) = defs_and_uses(&steps);
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    for t in 0..steps.len() {
+        let Some(Step::Kernel { prim: Prim::Transpose { perm }, ins, outs, .. }) = &steps[t] else {
+            continue;
+        };
+        let [Slot::Var(c)] = ins[..] else { continue };
+        let Some(&ds) = def.get(&c) else { continue };
+        let Some(Step::Kernel { prim, ins: dins, out_avals, .. }) = &steps[ds] else { continue };
+        let Prim::DotGeneral { lhs_contract, lhs_batch, .. } = prim else { continue };
+        let Some(Some(lhs)) = dins.first().and_then(|s| match s {
+            Slot::Var(v) => avals.get(*v),
+            Slot::Lit(_) => None,
+        }) else {
+            continue;
+        };
+        let out_aval = &out_avals[0];
+        let (nb, nl) = (lhs_batch.len(), lhs.ndim() - lhs_contract.len() - lhs_batch.len());
+        if uses.get(&c) != Some(&1)
+            || is_out[c]
+            || !matches!(out_aval.dtype, DType::F32 | DType::F64)
+            || !cpu::dot_writes_transposed(&out_aval.shape, (nb, nl), perm)
+        {
+            continue;
+        }
+        let step = Step::TransposedDot {
+            prim: prim.clone(),
+            ins: dins.clone(),
+            out: outs[0],
+            out_aval: out_aval.clone(),
+            perm: perm.clone(),
+        };
+        steps[t] = None;
+        steps[ds] = Some(step);
+    }
+    steps.into_iter().flatten().collect()
+}
+
+/// Rewrites each convolution kernel gradient that the transpose rule emits,
+/// `transpose[1.., 0, r-1](conv(transpose[r-1, 1.., 0](x), transpose[1.., 0, r-1](g)))`,
+/// into one [`Step::ConvFilter`] on `x` and `g`, where the intermediates are read by
+/// nothing else. It runs where the last transpose ran (`x` and `g` exist earlier). Saves
+/// the three transposed copies and runs the product over the forward im2col.
+fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
+    let (def, uses) = defs_and_uses(&steps);
     // The single-use, non-output intermediate `v` defined by a one-input transpose with
     // permutation `want`: (its step, the transpose's input).
     let transposed = |steps: &[Option<Step>], v: usize, want: &[usize]| -> Option<(usize, Slot)> {
@@ -1459,6 +1533,9 @@ impl Executable {
                 format!("{} = kernel {} {}", names(outs).join(" "), prim.name(), slots(ins))
             }
             Step::Alias { input, out } => format!("{} = alias {}", VarName(*out), VarName(*input)),
+            Step::TransposedDot { ins, out, perm, .. } => {
+                format!("{} = dot_general {} -> transpose {perm:?}", VarName(*out), slots(ins))
+            }
             Step::ConvFilter { ins, outs, .. } => {
                 format!("{} = conv_filter_grad {}", names(outs).join(" "), slots(ins))
             }

@@ -177,6 +177,9 @@ impl Rewriter {
                 }
                 None
             }
+            Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch } => {
+                fold_transposes(&def, ins, [lhs_contract, rhs_contract], [lhs_batch, rhs_batch])
+            }
             Prim::BroadcastInDim { .. } | Prim::ConvertElementType { .. } if same(&ins[0]) => {
                 Some((None, vec![ins[0].clone()]))
             }
@@ -196,6 +199,60 @@ impl Rewriter {
             _ => None,
         }
     }
+}
+
+/// `dot_general` of transposed operands as a `dot_general` that reads the operands before
+/// their transposes, with its dimension numbers renumbered through the permutations: the
+/// transposes (a pass over memory each, e.g. the attention heads moved in front of the
+/// sequence) disappear when nothing else reads them.
+///
+/// An operand folds only if its free dims keep their order through the permutation (they
+/// order the output) and the CPU kernel reads the untransposed operand in place (the
+/// matrix dims of each product merge into one stride each; batch dims may lie anywhere).
+fn fold_transposes<'a>(
+    def: &impl Fn(&Atom) -> Option<&'a (Prim, Vec<Atom>)>,
+    ins: &[Atom],
+    contract: [&Vec<usize>; 2],
+    batch: [&Vec<usize>; 2],
+) -> Option<Rewrite> {
+    let mut ops = [ins[0].clone(), ins[1].clone()];
+    let (mut c, mut b) =
+        ([contract[0].clone(), contract[1].clone()], [batch[0].clone(), batch[1].clone()]);
+    let mut folded = false;
+    let in_place = |ops: &[Atom; 2], c: &[Vec<usize>; 2], b: &[Vec<usize>; 2]| {
+        let shape = |k: usize| ops[k].aval().shape.clone();
+        crate::backend::cpu::dot_reads_in_place(
+            &shape(0),
+            &shape(1),
+            (&c[0], &c[1]),
+            (&b[0], &b[1]),
+        )
+    };
+    for side in 0..2 {
+        let Some((Prim::Transpose { perm }, inner)) = def(&ins[side]) else { continue };
+        let free = (0..perm.len()).filter(|d| !c[side].contains(d) && !b[side].contains(d));
+        let free: Vec<usize> = free.map(|d| perm[d]).collect();
+        if !free.is_sorted() {
+            continue;
+        }
+        let (mut c2, mut b2) = (c.clone(), b.clone());
+        c2[side] = c[side].iter().map(|&d| perm[d]).collect();
+        b2[side] = b[side].iter().map(|&d| perm[d]).collect();
+        let mut ops2 = ops.clone();
+        ops2[side] = inner[0].clone();
+        // The contraction order the kernel picks may change: the other operand must not
+        // start needing a copy.
+        let (before, after) = (in_place(&ops, &c, &b), in_place(&ops2, &c2, &b2));
+        if after[side] && after[1 - side] >= before[1 - side] {
+            (ops, c, b, folded) = (ops2, c2, b2, true);
+        }
+    }
+    let [lhs_contract, rhs_contract] = c;
+    let [lhs_batch, rhs_batch] = b;
+    folded.then(|| {
+        let dot = Prim::DotGeneral { lhs_contract, rhs_contract, lhs_batch, rhs_batch };
+        (Some(dot), ops.to_vec())
+    })
 }
 
 /// Removes equations whose results are never used.

@@ -377,14 +377,44 @@ fn merged_stride(dims: &[usize], shape: &[usize], st: &[usize]) -> Option<usize>
     Some(st[last])
 }
 
-/// Strides of the three merged groups, or `None` if some group needs a copy.
-fn group_strides(groups: &[Vec<usize>; 3], shape: &[usize]) -> Option<[usize; 3]> {
+/// Strides of the merged matrix groups (`groups[1]` and `groups[2]`: the rows and the
+/// columns of each product), or `None` if one of them needs a copy. The batch dims
+/// (`groups[0]`) may have any strides: see [`batch_offsets`].
+fn group_strides(groups: &[Vec<usize>; 3], shape: &[usize]) -> Option<[usize; 2]> {
     let st = row_major_strides(shape);
-    Some([
-        merged_stride(&groups[0], shape, &st)?,
-        merged_stride(&groups[1], shape, &st)?,
-        merged_stride(&groups[2], shape, &st)?,
-    ])
+    Some([merged_stride(&groups[1], shape, &st)?, merged_stride(&groups[2], shape, &st)?])
+}
+
+/// The offset of each product's matrix in a row-major operand of `shape`: one per index of
+/// the batch dims `dims`, in row-major order over them. The dims need not be contiguous
+/// (the heads of `[batch, seq, heads, dim]` queries read in place).
+fn batch_offsets(dims: &[usize], shape: &[usize]) -> Vec<usize> {
+    strided_offsets(dims, shape, &row_major_strides(shape))
+}
+
+/// `Σ i_d · st[d]` for every index `i` of the dims `dims` (row-major over them).
+fn strided_offsets(dims: &[usize], shape: &[usize], st: &[usize]) -> Vec<usize> {
+    let mut offs = vec![0];
+    for &d in dims {
+        let (n, sd) = (shape[d], st[d]);
+        offs = offs.iter().flat_map(|&o| (0..n).map(move |i| o + i * sd)).collect();
+    }
+    offs
+}
+
+/// An operand as `b` strided matrices: product `i` reads `mat(i)`.
+struct Layout {
+    /// Offset of each product's matrix.
+    batch: Vec<usize>,
+    /// Row and column strides of every matrix.
+    rs: usize,
+    cs: usize,
+}
+
+impl Layout {
+    fn mat(&self, bi: usize) -> MatRef {
+        MatRef::new(self.batch[bi], self.rs, self.cs)
+    }
 }
 
 /// Copies `src` (row-major `shape`) into row-major order of the dims `perm`, mapping each
@@ -502,20 +532,39 @@ impl DotSpec {
     }
 }
 
-/// The operand as three strided dims `groups`: in place if each group merges into one
-/// stride, else a packed row-major copy.
+/// The operand as strided matrices over `groups` (batch, rows, columns): in place if the
+/// row and the column groups each merge into one stride, else a packed row-major copy.
 fn prep<'a, T: Copy + Send + Sync>(
     data: &'a [T],
     shape: &[usize],
     groups: &[Vec<usize>; 3],
-) -> (Cow<'a, [T]>, [usize; 3]) {
-    if let Some(st) = group_strides(groups, shape) {
-        return (Cow::Borrowed(data), st);
+) -> (Cow<'a, [T]>, Layout) {
+    if let Some([rs, cs]) = group_strides(groups, shape) {
+        return (Cow::Borrowed(data), Layout { batch: batch_offsets(&groups[0], shape), rs, cs });
     }
     let perm: Vec<usize> = groups.iter().flatten().copied().collect();
     let size = |g: &Vec<usize>| g.iter().map(|&d| shape[d]).product::<usize>();
-    let (s1, s2) = (size(&groups[1]), size(&groups[2]));
-    (Cow::Owned(permute_copy(data, shape, &perm, |v| v)), [s1 * s2, s2, 1])
+    let (s0, s1, s2) = (size(&groups[0]), size(&groups[1]), size(&groups[2]));
+    let batch = (0..s0).map(|bi| bi * s1 * s2).collect();
+    (Cow::Owned(permute_copy(data, shape, &perm, |v| v)), Layout { batch, rs: s2, cs: 1 })
+}
+
+/// Both operands of `s` as strided matrices ([`prep`]), every product's views checked to
+/// lie inside their data.
+#[allow(clippy::type_complexity)] // two (data, layout) pairs
+fn views<'a, T: Copy + Send + Sync>(
+    a: &'a [T],
+    b: &'a [T],
+    s: &DotSpec,
+) -> ((Cow<'a, [T]>, Layout), (Cow<'a, [T]>, Layout)) {
+    let (la, ll) = prep(a, &s.lshape, &s.lgroups);
+    let (rb, rl) = prep(b, &s.rshape, &s.rgroups);
+    assert!(
+        (0..s.b)
+            .all(|bi| ll.mat(bi).fits(la.len(), s.m, s.k) && rl.mat(bi).fits(rb.len(), s.k, s.n)),
+        "matmul view out of bounds"
+    );
+    ((la, ll), (rb, rl))
 }
 
 fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Vec<T> {
@@ -526,14 +575,9 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
         finish(&mut out, 0, epi);
         return out;
     }
-    let (la, ls) = prep(a, &s.lshape, &s.lgroups);
-    let (rb, rs) = prep(b, &s.rshape, &s.rgroups);
-    let lm = |bi: usize| MatRef::new(bi * ls[0], ls[1], ls[2]);
-    let rm = |bi: usize| MatRef::new(bi * rs[0], rs[1], rs[2]);
-    assert!(
-        (0..nb).all(|bi| lm(bi).fits(la.len(), m, k) && rm(bi).fits(rb.len(), k, n)),
-        "matmul view out of bounds"
-    );
+    let ((la, ll), (rb, rl)) = views(a, b, s);
+    let lm = |bi: usize| ll.mat(bi);
+    let rm = |bi: usize| rl.mat(bi);
     // Not zero-filled: every product overwrites its whole block (a 4 MB output's memset
     // was 3% of a transformer step).
     let mut out: Vec<T> = Vec::with_capacity(len);
@@ -603,6 +647,110 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
     out
 }
 
+/// [`dot_float`] writing product `i` to `dst.mat(i)` of a fresh `b * m * n` output (the
+/// products' matrices cover it exactly once), without an epilogue.
+fn dot_float_into<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, dst: &Layout) -> Vec<T> {
+    let (nb, m, k, n) = (s.b, s.m, s.k, s.n);
+    let len = nb * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::ZERO; len];
+    }
+    let ((la, ll), (rb, rl)) = views(a, b, s);
+    assert!((0..nb).all(|bi| dst.mat(bi).fits(len, m, n)), "matmul output view out of bounds");
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let d = SharedMut(out.as_mut_ptr());
+    let per = m * n * k;
+    let run = |bi: usize, par: Parallelism| {
+        // SAFETY: `views` and the assert above bound all three views; the caller's layout gives the
+        // products disjoint output matrices, so block `bi` is written by this call only.
+        unsafe {
+            matmul_unchecked(
+                (m, n, k),
+                d.ptr(),
+                dst.mat(bi),
+                la.as_ptr(),
+                ll.mat(bi),
+                rb.as_ptr(),
+                rl.mat(bi),
+                par,
+            )
+        }
+    };
+    if nb > 1
+        && nb * per >= LOOP_PAR_MIN
+        && (per < BATCH_PAR_MAX || nb >= rayon::current_num_threads())
+    {
+        (0..nb).into_par_iter().for_each(|bi| run(bi, Parallelism::None));
+    } else {
+        let par = if per >= GEMM_PAR_MIN { Parallelism::Rayon(0) } else { Parallelism::None };
+        (0..nb).for_each(|bi| run(bi, par));
+    }
+    // SAFETY: the products' matrices cover all `len` elements (the caller's layout).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Where each product of a `dot_general` lands when its output (natural order: `nb` batch,
+/// `nl` lhs free, `nr` rhs free dims of `shape`) is transposed by `perm`, or `None` if
+/// the lhs free dims or the rhs free dims do not stay contiguous relative to each other.
+fn transposed_out_layout(
+    shape: &[usize],
+    (nb, nl): (usize, usize),
+    perm: &[usize],
+) -> Option<Layout> {
+    let tshape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let tst = row_major_strides(&tshape);
+    // Stride of natural dim d in the transposed output.
+    let mut st = vec![0; shape.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        st[p] = tst[i];
+    }
+    let r = shape.len();
+    let rows: Vec<usize> = (nb..nb + nl).collect();
+    let cols: Vec<usize> = (nb + nl..r).collect();
+    let rs = merged_stride(&rows, shape, &st)?;
+    let cs = merged_stride(&cols, shape, &st)?;
+    let batch = strided_offsets(&(0..nb).collect::<Vec<_>>(), shape, &st);
+    Some(Layout { batch, rs, cs })
+}
+
+/// Whether [`dot_general_transposed`] can write a `dot_general`'s output transposed by
+/// `perm` in place: a float product with batch dims whose free dims of each side stay
+/// contiguous in the transposed output.
+pub fn dot_writes_transposed(
+    out_shape: &[usize],
+    (nb, nl): (usize, usize),
+    perm: &[usize],
+) -> bool {
+    nb > 0 && transposed_out_layout(out_shape, (nb, nl), perm).is_some()
+}
+
+/// `transpose(dot_general(l, r, ..), perm)` in one pass: each product is written straight
+/// to its place in the transposed output (the attention heads' outputs, written back
+/// between the sequence and the features). `out_shape` is the untransposed output's
+/// shape; the layout must pass [`dot_writes_transposed`].
+#[allow(clippy::too_many_arguments)] // mirrors the primitive's parameters
+pub fn dot_general_transposed(
+    l: Operand<'_>,
+    r: Operand<'_>,
+    lhs_contract: &[usize],
+    rhs_contract: &[usize],
+    lhs_batch: &[usize],
+    rhs_batch: &[usize],
+    out_shape: &[usize],
+    perm: &[usize],
+) -> Storage {
+    let s = DotSpec::new(l.shape, r.shape, lhs_contract, rhs_contract, lhs_batch, rhs_batch);
+    let nl = l.shape.len() - lhs_contract.len() - lhs_batch.len();
+    let dl = transposed_out_layout(out_shape, (lhs_batch.len(), nl), perm)
+        .expect("dot_general_transposed: the layout was checked by dot_writes_transposed");
+    match (l.data, r.data) {
+        (Storage::F32(a), Storage::F32(b)) => Storage::F32(dot_float_into(a, b, &s, &dl)),
+        (Storage::F64(a), Storage::F64(b)) => Storage::F64(dot_float_into(a, b, &s, &dl)),
+        (a, b) => unreachable!("dot_general_transposed on {} and {}", a.dtype(), b.dtype()),
+    }
+}
+
 /// Element types contracted by the plain triple loop (wrapping arithmetic).
 trait IntDot: StorageElement {
     const ZERO: Self;
@@ -636,17 +784,17 @@ fn dot_int<T: IntDot>(a: &[T], b: &[T], s: &DotSpec) -> Vec<T> {
     if out.is_empty() || k == 0 {
         return out;
     }
-    let (la, ls) = prep(a, &s.lshape, &s.lgroups);
-    let (rb, rs) = prep(b, &s.rshape, &s.rgroups);
+    let (la, ll) = prep(a, &s.lshape, &s.lgroups);
+    let (rb, rl) = prep(b, &s.rshape, &s.rgroups);
     let row = |r: usize, dst: &mut [T]| {
         let (bi, i) = (r / m, r % m);
-        let lbase = bi * ls[0] + i * ls[1];
-        let rbase = bi * rs[0];
+        let lbase = ll.batch[bi] + i * ll.rs;
+        let rbase = rl.batch[bi];
         for p in 0..k {
-            let x = la[lbase + p * ls[2]];
-            let rrow = rbase + p * rs[1];
+            let x = la[lbase + p * ll.cs];
+            let rrow = rbase + p * rl.rs;
             for (j, o) in dst.iter_mut().enumerate() {
-                *o = o.mul_add(x, rb[rrow + j * rs[2]]);
+                *o = o.mul_add(x, rb[rrow + j * rl.cs]);
             }
         }
     };
@@ -656,6 +804,18 @@ fn dot_int<T: IntDot>(a: &[T], b: &[T], s: &DotSpec) -> Vec<T> {
         out.chunks_mut(n).enumerate().for_each(|(r, dst)| row(r, dst));
     }
     out
+}
+
+/// Whether [`dot_general`] reads each operand in place (as strided matrices) rather than
+/// copying it first, for operands of shapes `l` and `r` with these dimension numbers.
+pub fn dot_reads_in_place(
+    l: &[usize],
+    r: &[usize],
+    (lc, rc): (&[usize], &[usize]),
+    (lb, rb): (&[usize], &[usize]),
+) -> [bool; 2] {
+    let s = DotSpec::new(l, r, lc, rc, lb, rb);
+    [group_strides(&s.lgroups, l).is_some(), group_strides(&s.rgroups, r).is_some()]
 }
 
 fn to_f32<T: Copy>(v: &[T], f: impl Fn(T) -> f32) -> Vec<f32> {

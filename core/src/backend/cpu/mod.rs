@@ -6,7 +6,9 @@
 //! on the `gemm` crate.
 
 mod dot;
-pub(crate) use dot::conv_filter_grad;
+pub(crate) use dot::{
+    conv_filter_grad, dot_general_transposed, dot_reads_in_place, dot_writes_transposed,
+};
 mod elementwise;
 pub mod fused;
 mod gather;
