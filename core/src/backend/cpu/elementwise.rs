@@ -1328,6 +1328,9 @@ mod tests {
                 &x / &y,
                 x.maximum(&y) - &y * &x,
                 crate::lax::integer_pow(&x, 3),
+                // Column reductions (the kept axis vectorized): 5783 x 17.
+                x.reshape([-1, 17]).sum_axes([0], false),
+                x.reshape([-1, 17]).max_axes([0], false),
             ];
             FORCED_SIMD.with(|f| f.set(None));
             outs.iter().map(|a| a.astype(DType::F64).to_vec::<f64>()).collect::<Vec<_>>()
