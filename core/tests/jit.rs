@@ -301,6 +301,15 @@ fn products_read_transposed_operands_in_place() {
     );
     assert_eq!(f.call(&args).shape(), &[2, 3, 5, 5]);
     close(&f.call(&args), &want, 1e-5);
+    // Gradients through the folded product (its dims renumbered: batch dims 0 and 2).
+    let scores = |(q, k): &(Array, Array)| {
+        let (qt, kt) = ((q * 0.5).transpose([0, 2, 1, 3]), k.transpose([0, 2, 1, 3]));
+        kiln::lax::dot_general(&qt, &kt, ((&[3], &[3]), (&[0, 1], &[0, 1]))).tanh().sum()
+    };
+    let (gq, gk) = grad(jit(scores))(&args);
+    let (eq, ek) = grad(scores)(&args);
+    close(&gq, &eq, 1e-5);
+    close(&gk, &ek, 1e-5);
     // Attention outputs: the product over (batch, head) is written straight back behind
     // the sequence, `[b, h, t, d] -> [b, t, h, d]`, with no transpose kernel.
     let o = Jit::new(|(p, v): &(Array, Array)| {
