@@ -372,6 +372,28 @@ fn products_read_transposed_operands_in_place() {
 }
 
 #[test]
+fn scalar_ops_after_a_reshape_fuse_into_the_producer() {
+    // Splitting the heads, then scaling (attention queries): the scaling moves in front of
+    // the reshape and joins the product's bias epilogue.
+    let (w, b) = (data(&[8, 12], 1, DType::F32), data(&[12], 2, DType::F32));
+    let f = Jit::new(move |x: &Array| (x.matmul(&w) + &b).reshape([4, 5, 3, 4]) * 0.25);
+    let x = data(&[20, 8], 3, DType::F32);
+    let compiled = f.lower(&x).compile().to_string();
+    assert!(compiled.contains("-> add, mul}"), "{compiled}");
+    let (w, b) = (data(&[8, 12], 1, DType::F32), data(&[12], 2, DType::F32));
+    close(&f.call(&x), &((x.matmul(&w) + &b).reshape([4, 5, 3, 4]) * 0.25), 1e-6);
+    // A scalar on the left, and a reshape that is also read elsewhere.
+    let g = Jit::new(|x: &Array| {
+        let r = x.exp().reshape([6, 2]);
+        (Array::scalar(3.0f32) - &r, r.sum())
+    });
+    let x = data(&[3, 4], 4, DType::F32);
+    let (a, s) = g.call(&x);
+    close(&a, &(Array::scalar(3.0f32) - x.exp().reshape([6, 2])), 1e-6);
+    close(&s, &x.exp().sum(), 1e-6);
+}
+
+#[test]
 fn compiled_display_shows_fusion_and_buffer_plan() {
     let x = data(&[64, 32], 1, DType::F32);
     let w = data(&[32, 16], 2, DType::F32);

@@ -38,15 +38,9 @@ struct Rewriter {
 
 /// The scalar value of `a` if it is a literal or a broadcast of one.
 fn scalar_value(r: &Rewriter, a: &Atom) -> Option<f64> {
-    match a {
+    match r.scalar_lit(a)? {
         Atom::Lit(l) => Some(l.to_f64_vec()[0]),
-        Atom::Var(v) => match r.defs.get(&v.id) {
-            Some((Prim::BroadcastInDim { .. }, ins)) => match &ins[0] {
-                Atom::Lit(l) => Some(l.to_f64_vec()[0]),
-                _ => None,
-            },
-            _ => None,
-        },
+        Atom::Var(_) => None,
     }
 }
 
@@ -99,6 +93,9 @@ impl Rewriter {
         {
             return outs.into_iter().map(Atom::Lit).collect();
         }
+        if let Some(outs) = self.sink_reshape(&prim, &ins, &avals) {
+            return outs;
+        }
         if avals.len() == 1
             && let Some((p, a)) = self.simplify(&prim, &ins, &avals[0])
         {
@@ -118,6 +115,57 @@ impl Rewriter {
         self.cse.insert(k, outs.clone());
         self.eqns.push(Eqn { prim, inputs: ins, outs: outs.clone() });
         outs.into_iter().map(Atom::Var).collect()
+    }
+
+    /// `op(reshape(x), c)` for a scalar `c` as `reshape(op(x, c))`: the same elements in
+    /// the same order, but the op now directly follows `x`'s producer and fuses into it
+    /// (the attention queries' scaling joins the query projection's bias epilogue). Free
+    /// even when the reshape has other readers: reshapes share their input's buffer.
+    fn sink_reshape(&mut self, prim: &Prim, ins: &[Atom], avals: &[Aval]) -> Option<Vec<Atom>> {
+        if !matches!(prim, Prim::Mul | Prim::Div | Prim::Add | Prim::Sub | Prim::Max | Prim::Min)
+            || avals.len() != 1
+        {
+            return None;
+        }
+        let t = (0..2).find(|&i| {
+            matches!(self.def_of(&ins[i]), Some((Prim::Reshape { .. }, _)))
+                && self.scalar_lit(&ins[1 - i]).is_some()
+        })?;
+        let x = self.def_of(&ins[t])?.1[0].clone();
+        let lit = self.scalar_lit(&ins[1 - t])?;
+        let shape = x.aval().shape.clone();
+        let c = if ins[1 - t].aval().ndim() == 0 {
+            lit
+        } else {
+            let aval = Aval::new(shape.clone(), ins[1 - t].aval().dtype);
+            let b = Prim::BroadcastInDim { shape: shape.clone(), dims: vec![] };
+            self.emit(b, vec![lit], vec![aval]).remove(0)
+        };
+        let args = if t == 0 { vec![x, c] } else { vec![c, x] };
+        let y = self.emit(prim.clone(), args, vec![Aval::new(shape, avals[0].dtype)]);
+        Some(self.emit(Prim::Reshape { shape: avals[0].shape.clone() }, y, avals.to_vec()))
+    }
+
+    /// The defining primitive and operands of `a`, if it is a single-output variable.
+    fn def_of(&self, a: &Atom) -> Option<&(Prim, Vec<Atom>)> {
+        match a {
+            Atom::Var(v) => self.defs.get(&v.id),
+            Atom::Lit(_) => None,
+        }
+    }
+
+    /// The rank-0 literal `a` is, or is a broadcast of.
+    fn scalar_lit(&self, a: &Atom) -> Option<Atom> {
+        match a {
+            Atom::Lit(l) => (l.ndim() == 0).then(|| a.clone()),
+            Atom::Var(_) => match self.def_of(a) {
+                Some((Prim::BroadcastInDim { .. }, ins)) => match &ins[0] {
+                    Atom::Lit(l) if l.ndim() == 0 => Some(ins[0].clone()),
+                    _ => None,
+                },
+                _ => None,
+            },
+        }
     }
 
     /// An algebraic simplification of `prim(ins)`: `(None, [x])` means the result is `x`,
