@@ -3,10 +3,12 @@
 //! depthwise convolutions).
 //!
 //! Both reduce to a strided matrix product `dst[m, n] = lhs[m, k] @ rhs[k, n]`. Operands
-//! are passed to `gemm` as strided views whenever their dims can be merged into the three
-//! matrix dims without a copy (transposed layouts included); only layouts that cannot be
-//! expressed with one stride per matrix dim are copied first. `f16`/`bf16` run through
-//! `f32`; integer dtypes use a plain wrapping triple loop.
+//! are passed to `gemm` as strided views whenever each product's rows and columns merge
+//! into one stride each without a copy (transposed layouts included; batch dims may have
+//! any strides, so the heads of `[batch, seq, heads, dim]` are read in place); only
+//! layouts that cannot be expressed so are copied first. A product's output can also be
+//! written transposed ([`dot_general_transposed`]). `f16`/`bf16` run through `f32`;
+//! integer dtypes use a plain wrapping triple loop.
 
 use super::{Block, Epilogue, Operand, PAR_THRESHOLD, SharedMut, next_index};
 use crate::backend::{Storage, StorageElement};
