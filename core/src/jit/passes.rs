@@ -172,10 +172,7 @@ impl Rewriter {
     /// `(Some(p), args)` a cheaper equation.
     fn simplify(&self, prim: &Prim, ins: &[Atom], out: &Aval) -> Option<Rewrite> {
         let same = |a: &Atom| a.aval() == out;
-        let def = |a: &Atom| match a {
-            Atom::Var(v) => self.defs.get(&v.id),
-            Atom::Lit(_) => None,
-        };
+        let def = |a: &Atom| self.def_of(a);
         let is = |a: &Atom, c: f64| scalar_value(self, a) == Some(c);
         match prim {
             Prim::Reshape { .. } | Prim::Squeeze { .. } | Prim::ExpandDims { .. } => {

@@ -578,8 +578,7 @@ fn dot_float<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, epi: Epi<'_, T>) -> Ve
         return out;
     }
     let ((la, ll), (rb, rl)) = views(a, b, s);
-    let lm = |bi: usize| ll.mat(bi);
-    let rm = |bi: usize| rl.mat(bi);
+    let (lm, rm) = (|bi: usize| ll.mat(bi), |bi: usize| rl.mat(bi));
     // Not zero-filled: every product overwrites its whole block (a 4 MB output's memset
     // was 3% of a transformer step).
     let mut out: Vec<T> = Vec::with_capacity(len);
@@ -663,8 +662,9 @@ fn dot_float_into<T: GemmFloat>(a: &[T], b: &[T], s: &DotSpec, dst: &Layout) -> 
     let d = SharedMut(out.as_mut_ptr());
     let per = m * n * k;
     let run = |bi: usize, par: Parallelism| {
-        // SAFETY: `views` and the assert above bound all three views; the caller's layout gives the
-        // products disjoint output matrices, so block `bi` is written by this call only.
+        // SAFETY: `views` and the assert above bound all three views; the caller's layout
+        // gives the products disjoint output matrices, so block `bi` is written by this
+        // call only.
         unsafe {
             matmul_unchecked(
                 (m, n, k),
