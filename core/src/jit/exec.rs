@@ -1267,6 +1267,7 @@ fn build_group(
         n_regs,
     };
     prog.hoist_invariants();
+    prog.fuse_mul_add();
     Step::Fused { prog, ins, outs, ops, donatable, producer: None }
 }
 
