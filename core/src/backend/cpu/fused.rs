@@ -222,6 +222,17 @@ pub enum Output {
     },
 }
 
+impl Output {
+    /// The register it materializes.
+    fn reg(&self) -> usize {
+        match self {
+            Output::Elementwise { reg, .. }
+            | Output::Reduce { reg, .. }
+            | Output::RowValue { reg, .. } => *reg,
+        }
+    }
+}
+
 /// A fused elementwise program (built by the jit compiler).
 #[derive(Clone, Debug)]
 pub struct FusedProgram {
@@ -285,10 +296,7 @@ impl FusedProgram {
             }
         }
         for o in &self.outputs {
-            let (Output::Elementwise { reg, .. }
-            | Output::Reduce { reg, .. }
-            | Output::RowValue { reg, .. }) = o;
-            uses[*reg] += 1;
+            uses[o.reg()] += 1;
         }
         let rows = self.row_regs();
         // The body position of each single-use product.
@@ -326,11 +334,8 @@ impl FusedProgram {
             dead[k] = true;
             self.body[i] = Instr::MulAdd { op, a: x, b: y, c, dst };
         }
-        let mut k = 0;
-        self.body.retain(|_| {
-            k += 1;
-            !dead[k - 1]
-        });
+        let body = std::mem::take(&mut self.body);
+        self.body = body.into_iter().zip(dead).filter(|(_, d)| !d).map(|(i, _)| i).collect();
     }
 
     /// Which registers are row registers (one element per row of a tile, see
@@ -385,10 +390,7 @@ impl FusedProgram {
             }
         }
         for o in &self.outputs {
-            let (Output::Elementwise { reg, .. }
-            | Output::Reduce { reg, .. }
-            | Output::RowValue { reg, .. }) = o;
-            last[*reg] = FOREVER;
+            last[o.reg()] = FOREVER;
         }
         let mut tile = vec![usize::MAX; self.n_regs];
         let mut n = 0;
