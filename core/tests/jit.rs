@@ -681,6 +681,37 @@ fn runs_the_same_from_the_callers_thread_and_from_inside_rayons_pool() {
 }
 
 #[test]
+fn concurrent_calls_from_several_threads_agree_with_eager() {
+    // Each top-level call keeps the pool's other threads spinning while it runs; calls
+    // from several user threads at once share the pool (a run's kernels may execute on
+    // a thread that spins for another run) and must all finish with the right values.
+    fn step(t: &(Array, Array)) -> (Array, Array) {
+        ((t.0.matmul(&t.1) + 1.0f32).tanh().sum_axes([1], false), t.0.exp().sum())
+    }
+    let args = || (data(&[600, 200], 1, DType::F32), data(&[200, 300], 2, DType::F32));
+    let eager = step(&args());
+    let (want0, want1) = (eager.0.to_f64_vec(), eager.1.to_f64_vec());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let (jitted, args) = (Jit::new(step), args());
+                let first = jitted.call(&args);
+                for (got, want) in [(&first.0, &want0), (&first.1, &want1)] {
+                    for (g, w) in got.to_f64_vec().iter().zip(want) {
+                        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "jit {g}, eager {w}");
+                    }
+                }
+                for _ in 0..25 {
+                    let got = jitted.call(&args);
+                    assert_eq!(got.0.to_f64_vec(), first.0.to_f64_vec());
+                    assert_eq!(got.1.to_f64_vec(), first.1.to_f64_vec());
+                }
+            });
+        }
+    });
+}
+
+#[test]
 fn tall_products_run_their_epilogue_block_by_block() {
     // [2088, 64] @ [64, 128] + bias, relu: a tall product with a fused epilogue runs in
     // blocks of rows (the last one ragged), each finished while in cache.
