@@ -5,7 +5,9 @@
 
 /// mimalloc keeps freed activation buffers for reuse; glibc hands the memory of rayon's
 /// pool threads back to the OS and faults it in again each step (measured on the
-/// transformer step: 73-101k page faults per run with glibc, 13-36k with mimalloc).
+/// transformer step: 73-101k page faults per run with glibc, 13-36k with mimalloc), and
+/// with its purge delay raised by `kiln_train::alloc::keep_freed_memory` (first thing in
+/// `main`) it keeps them committed between steps (3 faults per run).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -47,6 +49,7 @@ fn normal(seed: i64, shape: &[usize]) -> Array {
 }
 
 fn main() {
+    kiln_train::alloc::keep_freed_memory();
     let only: Option<String> = std::env::args().nth(1);
     let run = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
 

@@ -8,6 +8,7 @@
 //! ([`config`]). [`Builtin`] is the built-in model of `[model] name`; the `train-cli` binary
 //! wraps it.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
