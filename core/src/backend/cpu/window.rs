@@ -32,6 +32,11 @@ struct WinGeom {
     taps: Vec<Vec<isize>>,
     /// Taps per window (product of `win`).
     wprod: usize,
+    /// When no window reaches into the padding: each position's tap offsets are its
+    /// origin (`sum(o[d] * origin_st[d])`) plus these, in row-major window order.
+    rel: Option<Vec<usize>>,
+    /// Operand distance between consecutive window origins, per outer dim.
+    origin_st: Vec<usize>,
 }
 
 impl WinGeom {
@@ -68,6 +73,19 @@ impl WinGeom {
                 t
             })
             .collect();
+        let inside = (0..outer).all(|d| {
+            padding[d] == (0, 0)
+                && (out_shape[d] == 0 || (out_shape[d] - 1) * strides[d] + window[d] <= shape[d])
+        });
+        let rel = inside.then(|| {
+            let mut rel = vec![0usize];
+            for d in 0..outer {
+                let st = in_st[d];
+                rel = rel.iter().flat_map(|&r| (0..window[d]).map(move |k| r + k * st)).collect();
+            }
+            rel
+        });
+        let origin_st = (0..outer).map(|d| strides[d] * in_st[d]).collect();
         WinGeom {
             inner,
             in_st,
@@ -75,6 +93,8 @@ impl WinGeom {
             out_outer: out_shape[..outer].to_vec(),
             taps,
             wprod: window[..outer].iter().product(),
+            rel,
+            origin_st,
         }
     }
 }
@@ -109,6 +129,11 @@ impl WindowWalk {
     fn offsets(&mut self, g: &WinGeom) -> &[usize] {
         let (offs, next) = (&mut self.offs, &mut self.next);
         offs.clear();
+        if let Some(rel) = &g.rel {
+            let origin: usize = self.o.iter().zip(&g.origin_st).map(|(o, s)| o * s).sum();
+            offs.extend(rel.iter().map(|r| origin + r));
+            return offs;
+        }
         offs.push(0);
         for (d, &o) in self.o.iter().enumerate() {
             let row = &g.taps[d][o * g.win[d]..][..g.win[d]];
@@ -243,36 +268,40 @@ impl WinElem for bool {
     }
 }
 
-fn reduce_with<T: WinElem>(
-    x: &[T],
-    g: &WinGeom,
-    n: usize,
-    id: T,
-    op: impl Fn(T, T) -> T + Sync + Send,
-) -> Vec<T> {
+/// Folds every window of `x` into its output cell with `kind`, the cell loop compiled per
+/// [`simd`] level (the NaN-propagating max and min become compares and blends).
+fn reduce_typed<T: WinElem>(x: &[T], g: &WinGeom, n: usize, kind: WindowKind) -> Vec<T> {
+    let id = match kind {
+        WindowKind::Sum => T::ZERO,
+        WindowKind::Max => T::LOWEST,
+        WindowKind::Min => T::HIGHEST,
+    };
     let mut out = vec![id; n];
-    let inner = g.inner;
+    let level = simd();
     for_each_window(
         g,
         &mut out,
         || (),
         |_, cell, offs| {
-            for &off in offs {
-                for (o, &v) in cell.iter_mut().zip(&x[off..off + inner]) {
-                    *o = op(*o, v);
+            simd_dispatch!(
+                level,
+                [T: WinElem],
+                (x: &[T], cell: &mut [T], offs: &[usize], kind: WindowKind),
+                {
+                    let inner = cell.len();
+                    for &off in offs {
+                        let taps = cell.iter_mut().zip(&x[off..off + inner]);
+                        match kind {
+                            WindowKind::Sum => taps.for_each(|(o, &v)| *o = o.wadd(v)),
+                            WindowKind::Max => taps.for_each(|(o, &v)| *o = o.wmax(v)),
+                            WindowKind::Min => taps.for_each(|(o, &v)| *o = o.wmin(v)),
+                        }
+                    }
                 }
-            }
+            )
         },
     );
     out
-}
-
-fn reduce_typed<T: WinElem>(x: &[T], g: &WinGeom, n: usize, kind: WindowKind) -> Vec<T> {
-    match kind {
-        WindowKind::Sum => reduce_with(x, g, n, T::ZERO, T::wadd),
-        WindowKind::Max => reduce_with(x, g, n, T::LOWEST, T::wmax),
-        WindowKind::Min => reduce_with(x, g, n, T::HIGHEST, T::wmin),
-    }
 }
 
 /// Runs `f` on the storage's elements as a [`WinElem`] type (`f16`/`bf16` through `f32`)
@@ -417,13 +446,15 @@ fn scatter_sel<T: WinElem>(src: &[T], sel: &[usize], n: usize, groups: usize) ->
 /// its stride, the usual `k x k / k` max pool): every operand element lies in one window
 /// at most, so a single pass over the windows finds each one's maximum per inner element
 /// (branch-free, so it vectorizes) and writes all of its taps, the source value at the
-/// maximum and zero elsewhere. No index array and no scattered second pass.
-fn scatter_disjoint<T: WinElem>(src: &[T], x: &[T], g: &WinGeom, n: usize) -> Vec<T> {
+/// maximum and zero elsewhere. No index array and no scattered second pass. With `tiled`
+/// (the windows cover the operand exactly: every element lies in one window) the output
+/// is not zeroed first, since the pass writes every element.
+fn scatter_disjoint<T: WinElem>(src: &[T], x: &[T], g: &WinGeom, n: usize, tiled: bool) -> Vec<T> {
     let inner = g.inner;
-    let mut out = vec![T::ZERO; n];
     if src.is_empty() || inner == 0 {
-        return out;
+        return vec![T::ZERO; n];
     }
+    let mut out = if tiled { Vec::with_capacity(n) } else { vec![T::ZERO; n] };
     let cells = src.len() / inner;
     let per_task = cells_per_task(g);
     let dst = SharedMut(out.as_mut_ptr());
@@ -451,6 +482,11 @@ fn scatter_disjoint<T: WinElem>(src: &[T], x: &[T], g: &WinGeom, n: usize) -> Ve
     } else {
         let mut st = Scratch::default();
         (0..tasks).for_each(|ti| task(&mut st, ti));
+    }
+    if tiled {
+        // SAFETY: the windows tile the operand, so the pass wrote each of its `n`
+        // elements (every tap of every window).
+        unsafe { out.set_len(n) };
     }
     out
 }
@@ -529,12 +565,17 @@ pub fn select_and_scatter_add(
     let n = x.data.len();
     if window.iter().zip(strides).all(|(w, s)| w <= s) {
         let g = WinGeom::new(x.shape, window, strides, padding, source.shape);
+        let tiled = (0..x.shape.len()).all(|d| {
+            window[d] == strides[d]
+                && padding[d] == (0, 0)
+                && source.shape[d] * strides[d] == x.shape[d]
+        });
         match (source.data, x.data) {
             (Storage::F32(s), Storage::F32(xv)) => {
-                return Storage::F32(scatter_disjoint(s, xv, &g, n));
+                return Storage::F32(scatter_disjoint(s, xv, &g, n, tiled));
             }
             (Storage::F64(s), Storage::F64(xv)) => {
-                return Storage::F64(scatter_disjoint(s, xv, &g, n));
+                return Storage::F64(scatter_disjoint(s, xv, &g, n, tiled));
             }
             _ => {}
         }
@@ -636,6 +677,10 @@ mod tests {
             (vec![4, 33, 35, 8], vec![1, 2, 3, 1], vec![1, 3, 3, 1], vec![z, (1, 0), (0, 2), z]),
             (vec![4], vec![2], vec![2], vec![(3, 1)]),
             (vec![2, 64, 64, 4], vec![1, 2, 2, 1], vec![1, 2, 2, 1], vec![z; 4]),
+            // no padding: windows that stop short of the end (a last row and column in no
+            // window, so the gradient must zero them), and overlapping windows
+            (vec![2, 7, 7, 3], vec![1, 2, 2, 1], vec![1, 2, 2, 1], vec![z; 4]),
+            (vec![1, 6, 5, 2], vec![1, 3, 3, 1], vec![1, 1, 2, 1], vec![z; 4]),
         ]
     }
 
