@@ -13,8 +13,9 @@ pub const KEEP_FREED_MS: i64 = 10_000;
 /// multi-megabyte activation buffers every step; purged in between, every page of them
 /// faults back in (and is zeroed by the kernel) on the next step. Measured on the
 /// transformer step here: 236-385k page faults per `kiln-bench lm_step` run and 1.7-3.0 s
-/// of system time with the default, 3 faults and 0.1-0.3 s with this; step median
-/// 108-200 ms -> 70-95 ms over three alternated runs each. Call it first in `main`,
+/// of system time with the default, 3 faults and 0.1-0.7 s with this; step median
+/// 108-200 ms -> 70-95 ms over three alternated runs each (how often the default purges
+/// varies with the machine's state: other runs gave 4-8k faults). Call it first in `main`,
 /// before other threads start (mimalloc's option setter is not thread-safe).
 pub fn keep_freed_memory() {
     // SAFETY: `mi_option_set` only writes mimalloc's option table; the caller runs it
