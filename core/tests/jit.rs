@@ -613,8 +613,10 @@ fn backward_passes_recompute_cheap_forward_values() {
 #[test]
 fn layer_norm_backward_recomputes_what_its_input_gives() {
     // The backward pass of `x -> layer_norm(x) * s + b` reads `2 (x - mean)` and the
-    // normalized `x`; both come from `x` (written anyway) and per-row values, so the
-    // forward group writes `x - mean` and its output, not three full-size values.
+    // normalized `x`; both come from `x` (an input) and per-row values, so the forward
+    // group writes only its output, not three full-size values. `x - mean` is read by
+    // three backward groups: once two of them recompute it, the third reads it alone,
+    // and the next round of rematerialization has it recompute it too.
     let x = data(&[64, 32], 5, DType::F32);
     let loss = |(x, w, s, b): &(Array, Array, Array, Array)| {
         let c = x - x.mean_axes([-1], true);
@@ -637,7 +639,7 @@ fn layer_norm_backward_recomputes_what_its_input_gives() {
     let fwd = text.lines().find(|l| l.contains("rsqrt")).expect("a layer-norm group");
     let outs = fwd.split(" = ").next().unwrap_or("").split_whitespace().skip(1);
     let full = outs.filter(|o| shapes.get(*o).is_some_and(|s| s == "f32[64,32]")).count();
-    assert!(full <= 2, "the forward group writes x - mean and its output only:\n{text}");
+    assert!(full <= 1, "the forward group writes its output only:\n{text}");
     let (g, e) = (f.call(&args), kiln::grad(loss)(&args));
     for (a, b) in [(&g.0, &e.0), (&g.1, &e.1), (&g.2, &e.2), (&g.3, &e.3)] {
         close(a, b, 1e-4);

@@ -178,13 +178,19 @@ impl Executable {
     /// Compiles a jaxpr without constvars.
     pub fn compile(j: &Jaxpr) -> Executable {
         cpu::tune_allocator();
-        let first = plan(j, &[]);
-        let remat = rematerialize(j, &first);
-        let (j, plan) = match &remat {
-            Some((j2, batch)) => (j2, plan(j2, batch)),
-            None => (j, first),
-        };
-        let Plan { groups, group_of_var, group_of_eqn, virt, materialize, escapes } = plan;
+        // Rematerialization to a fixed point: once one consumer recomputes a value, the
+        // producer may write it for a single other consumer only, which can then
+        // recompute it too (a layer norm's `x - mean`, read by several backward groups).
+        let mut planned = plan(j, &[]);
+        let mut remat: Option<(Jaxpr, Vec<Option<usize>>)> = None;
+        for _ in 0..REMAT_ROUNDS {
+            let (jc, prior) = remat.as_ref().map_or((j, &[][..]), |(jc, b)| (jc, b.as_slice()));
+            let Some((j2, b2)) = rematerialize(jc, &planned, prior) else { break };
+            planned = plan(&j2, &b2);
+            remat = Some((j2, b2));
+        }
+        let j = remat.as_ref().map_or(j, |(j2, _)| j2);
+        let Plan { groups, group_of_var, group_of_eqn, virt, materialize, escapes } = planned;
         let n = j.num_vars();
         let mut avals: Vec<Option<Aval>> = vec![None; n];
         for v in j.constvars.iter().chain(&j.in_binders) {
@@ -854,6 +860,9 @@ fn row_op(
 /// Most equations one consumer group recomputes from one producer group.
 const REMAT_MAX_CLONES: usize = 40;
 
+/// Most rounds of [`rematerialize`] per compilation.
+const REMAT_ROUNDS: usize = 4;
+
 /// Rematerialization (XLA's producer duplication into consumer fusions): where a fused
 /// group `H` reads several full-size values of another fused group `G` (a backward pass
 /// reading the forward's intermediates), and they can all be recomputed by `G`'s own
@@ -861,9 +870,15 @@ const REMAT_MAX_CLONES: usize = 40;
 /// then writes (and `H` reads) fewer buffers: the GELU of a transformer block wrote five
 /// 4 MB intermediates for its backward pass; now it writes its input and output.
 ///
+/// `prior` holds the clone batches of an earlier round (see [`plan`]); they are kept.
 /// Returns the rewritten program (the clones sit right before their first reader, under
 /// fresh variables) and each equation's clone batch, or `None` when nothing pays.
-fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
+fn rematerialize(
+    j: &Jaxpr,
+    p: &Plan,
+    prior: &[Option<usize>],
+) -> Option<(Jaxpr, Vec<Option<usize>>)> {
+    let first_batch = prior.iter().flatten().max().map_or(0, |b| b + 1);
     let n = j.num_vars();
     let mut def: Vec<Option<usize>> = vec![None; n];
     let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -1058,6 +1073,18 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
     let mut next = n;
     let mut at: HashMap<usize, Vec<(usize, Eqn)>> = HashMap::new();
     let mut renames: Vec<(usize, HashMap<usize, Var>)> = Vec::new();
+    // A consumer that already holds clones of an earlier round takes the new ones into
+    // that batch (clones of two batches would not merge into one group).
+    let ids: Vec<usize> = batches
+        .iter()
+        .enumerate()
+        .map(|(b, (_, _, h))| {
+            members[*h]
+                .iter()
+                .find_map(|&i| prior.get(i).copied().flatten())
+                .unwrap_or(first_batch + b)
+        })
+        .collect();
     for (b, (pos, cloned, h)) in batches.iter().enumerate() {
         let mut map: HashMap<usize, Var> = HashMap::new();
         for &d in cloned {
@@ -1083,7 +1110,7 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
     let mut batch = Vec::new();
     for (i, e) in j.eqns.iter().enumerate() {
         for (b, c) in at.remove(&i).unwrap_or_default() {
-            batch.push(Some(b));
+            batch.push(Some(ids[b]));
             eqns.push(c);
         }
         let mut e = e.clone();
@@ -1099,7 +1126,7 @@ fn rematerialize(j: &Jaxpr, p: &Plan) -> Option<(Jaxpr, Vec<Option<usize>>)> {
             }
         }
         eqns.push(e);
-        batch.push(None);
+        batch.push(prior.get(i).copied().flatten());
     }
     let j2 = Jaxpr {
         constvars: j.constvars.clone(),
