@@ -615,8 +615,8 @@ fn layer_norm_backward_recomputes_what_its_input_gives() {
     // The backward pass of `x -> layer_norm(x) * s + b` reads `2 (x - mean)` and the
     // normalized `x`; both come from `x` (an input) and per-row values, so the forward
     // group writes only its output, not three full-size values. `x - mean` is read by
-    // three backward groups: once two of them recompute it, the third reads it alone,
-    // and the next round of rematerialization has it recompute it too.
+    // several backward groups: once some recompute it, the producer writes it for the
+    // others alone, and the next round of rematerialization has them recompute it too.
     let x = data(&[64, 32], 5, DType::F32);
     let loss = |(x, w, s, b): &(Array, Array, Array, Array)| {
         let c = x - x.mean_axes([-1], true);

@@ -1347,7 +1347,7 @@ mod tests {
                 x.maximum(&y) - &y * &x,
                 crate::lax::integer_pow(&x, 3),
                 crate::lax::clamp(&y, &x, &(&y + 1.0)),
-                // Column reductions (the kept axis vectorized): 5783 x 17.
+                // Column reductions (the kept axis vectorized): n / 17 x 17.
                 x.reshape([-1, 17]).sum_axes([0], false),
                 x.reshape([-1, 17]).max_axes([0], false),
             ];
