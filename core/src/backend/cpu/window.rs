@@ -28,12 +28,13 @@ struct WinGeom {
     /// Output sizes of the outer dims.
     out_outer: Vec<usize>,
     /// Per outer dim: `taps[d][o * win[d] + k]` is the operand index read by output `o` at
-    /// window tap `k`, or -1 in the padding.
+    /// window tap `k`, or -1 in the padding (empty when `rel` is set).
     taps: Vec<Vec<isize>>,
     /// Taps per window (product of `win`).
     wprod: usize,
-    /// When no window reaches into the padding: each position's tap offsets are its
-    /// origin (`sum(o[d] * origin_st[d])`) plus these, in row-major window order.
+    /// When no window reaches into the padding (then `taps` is empty): each position's tap
+    /// offsets are its origin (`sum(o[d] * origin_st[d])`) plus these, in row-major window
+    /// order.
     rel: Option<Vec<usize>>,
     /// Operand distance between consecutive window origins, per outer dim.
     origin_st: Vec<usize>,
@@ -61,18 +62,6 @@ impl WinGeom {
         for d in (0..outer.saturating_sub(1)).rev() {
             in_st[d] = in_st[d + 1] * shape[d + 1];
         }
-        let taps = (0..outer)
-            .map(|d| {
-                let mut t = Vec::with_capacity(out_shape[d] * window[d]);
-                for o in 0..out_shape[d] {
-                    for k in 0..window[d] {
-                        let p = (o * strides[d] + k) as i64 - padding[d].0;
-                        t.push(if p >= 0 && p < shape[d] as i64 { p as isize } else { -1 });
-                    }
-                }
-                t
-            })
-            .collect();
         let inside = (0..outer).all(|d| {
             padding[d] == (0, 0)
                 && (out_shape[d] == 0 || (out_shape[d] - 1) * strides[d] + window[d] <= shape[d])
@@ -85,6 +74,23 @@ impl WinGeom {
             }
             rel
         });
+        // Per-dim tap tables, only needed where a window reaches the padding.
+        let taps = if rel.is_some() {
+            Vec::new()
+        } else {
+            (0..outer)
+                .map(|d| {
+                    let mut t = Vec::with_capacity(out_shape[d] * window[d]);
+                    for o in 0..out_shape[d] {
+                        for k in 0..window[d] {
+                            let p = (o * strides[d] + k) as i64 - padding[d].0;
+                            t.push(if p >= 0 && p < shape[d] as i64 { p as isize } else { -1 });
+                        }
+                    }
+                    t
+                })
+                .collect()
+        };
         let origin_st = (0..outer).map(|d| strides[d] * in_st[d]).collect();
         WinGeom {
             inner,
