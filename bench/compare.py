@@ -31,9 +31,18 @@ if "--rounds" in args:
 only = args[0] if args else ""
 
 
+# Seconds of calls before a row is timed (kiln's bench/src/main.rs warms up as long): the
+# machine's throughput ramps up over the first tenths of a second of steady work.
+WARM_SECONDS = 1.0
+
+
 def med(f, warmup, reps):
-    for _ in range(warmup):
+    """Median seconds per call of `f` over `reps` calls, after at least `warmup` calls
+    and WARM_SECONDS of calls."""
+    t0, calls = time.perf_counter(), 0
+    while calls < warmup or time.perf_counter() - t0 < WARM_SECONDS:
         f()
+        calls += 1
     ts = []
     for _ in range(reps):
         t = time.perf_counter()

@@ -21,10 +21,20 @@ use kiln_train::{Model, Transformer, TransformerConfig};
 use std::hint::black_box;
 use std::time::Instant;
 
-/// Median seconds per call of `f` over `reps` calls after `warmup` calls.
+/// Seconds of calls before a row is timed. This machine's throughput ramps up over the
+/// first tenths of a second of steady work: the jitted sum went from 22 to 40 GB/s over its
+/// first 20 calls, and JAX's and PyTorch's twins ramp alike. `compare.py` warms them up
+/// for as long, so every row measures the steady state.
+const WARM_SECONDS: f64 = 1.0;
+
+/// Median seconds per call of `f` over `reps` calls, after at least `warmup` calls and
+/// [`WARM_SECONDS`] of calls.
 fn time(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
+    let t0 = Instant::now();
+    let mut calls = 0;
+    while calls < warmup || t0.elapsed().as_secs_f64() < WARM_SECONDS {
         f();
+        calls += 1;
     }
     let mut ts: Vec<f64> = (0..reps)
         .map(|_| {
