@@ -778,3 +778,80 @@ fn softmax_and_layer_norm_run_row_by_row_in_one_pass() {
     close(&got.0, &want.0, 1e-4);
     close(&got.1, &want.1, 1e-4);
 }
+
+/// Lines of the compiled program that run a reduction as a kernel of its own.
+fn reduce_kernels(text: &str) -> usize {
+    text.lines().filter(|l| l.contains("= kernel reduce_")).count()
+}
+
+#[test]
+fn column_reductions_fold_into_the_group_that_computes_them() {
+    // `sum(x * y + 1, axes=[0, 1])` (a bias gradient's shape): one pass that never writes
+    // the product; a max over the same axes alike.
+    let (x, y) = (data(&[48, 20, 24], 1, DType::F32), data(&[48, 20, 24], 2, DType::F32));
+    let f = |(x, y): &(Array, Array)| {
+        let t = (x * y + 1.0f32).tanh();
+        (lax::reduce_sum(&t, &[0, 1]), lax::reduce_max(&(x * y), &[0, 1]))
+    };
+    let args = (x, y);
+    let c = Jit::new(f).lower(&args).compile();
+    let text = c.to_string();
+    assert_eq!(reduce_kernels(&text), 0, "{text}");
+    assert_eq!(c.executable().num_steps(), 1, "one group computes both:\n{text}");
+    let (got, want) = (Jit::new(f).call(&args), f(&args));
+    close(&got.0, &want.0, 1e-5);
+    close(&got.1, &want.1, 0.0);
+    // Work items depend only on the shape: the same bits on one thread as on four.
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| Jit::new(f).call(&args)).0.to_f64_vec()
+    };
+    assert_eq!(on(1), on(4));
+}
+
+#[test]
+fn column_reductions_fold_into_a_group_that_reads_their_operand() {
+    // The bias gradient `sum(dy)` of an input `dy` that the ReLU's backward pass reads
+    // whole joins that pass; with `dy` donated, the pass writes its output over `dy` and
+    // the sum must still see the old values.
+    let f = |(dy, x): &(Array, Array)| {
+        (lax::reduce_sum(dy, &[0]), lax::select(&x.gt(0.0f32), dy, &Array::zeros_like(dy)) * 2.0f32)
+    };
+    let args = (data(&[300, 96], 3, DType::F32), data(&[300, 96], 4, DType::F32));
+    let jf = Jit::new(f);
+    let text = jf.lower(&args).compile().to_string();
+    assert_eq!(reduce_kernels(&text), 0, "{text}");
+    let want = f(&args);
+    drop(args);
+    // Arrays nothing else references, so the executable may overwrite them.
+    let got = jf.call_donated((data(&[300, 96], 3, DType::F32), data(&[300, 96], 4, DType::F32)));
+    close(&got.0, &want.0, 1e-5);
+    close(&got.1, &want.1, 0.0);
+}
+
+#[test]
+fn column_reductions_stay_kernels_where_rows_do_not_fit() {
+    // Kept columns wider than a tile (2048), and columns that differ from the rows of the
+    // group's own row reduction (8 vs 16 * 8): kernels, with the same values.
+    let f = |(x, y): &(Array, Array)| {
+        let t = (x * y).exp();
+        (lax::reduce_sum(&t, &[0]), lax::reduce_sum(&(x + y).sin(), &[0]))
+    };
+    let args = (data(&[6, 2048], 5, DType::F32), data(&[6, 2048], 6, DType::F32));
+    let text = Jit::new(f).lower(&args).compile().to_string();
+    assert_eq!(reduce_kernels(&text), 2, "{text}");
+    let (got, want) = (Jit::new(f).call(&args), f(&args));
+    close(&got.0, &want.0, 1e-5);
+    close(&got.1, &want.1, 1e-5);
+    let g = |(x, y): &(Array, Array)| {
+        let t = (x * y).exp();
+        let m = t.sum_axes([-1], true);
+        (lax::reduce_sum(&(&t / m), &[0]), lax::reduce_sum(&(&t * 3.0f32), &[0, 1]))
+    };
+    let args = (data(&[10, 16, 8], 7, DType::F32), data(&[10, 16, 8], 8, DType::F32));
+    let text = Jit::new(g).lower(&args).compile().to_string();
+    assert_eq!(reduce_kernels(&text), 1, "the [0] sum keeps 16 * 8 columns:\n{text}");
+    let (got, want) = (Jit::new(g).call(&args), g(&args));
+    close(&got.0, &want.0, 1e-5);
+    close(&got.1, &want.1, 1e-5);
+}

@@ -235,6 +235,7 @@ impl Executable {
         }
         let steps = fold_filter_grads(steps, &is_out);
         let steps = merge_epilogues(fold_product_transposes(steps, &is_out, &avals), &is_out);
+        let steps = absorb_column_reductions(steps, &is_out, &avals);
         // ---- buffer plan: free after the last use ----
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (s, step) in steps.iter().enumerate() {
@@ -1533,6 +1534,110 @@ fn merge_epilogues(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
             donatable,
             producer: Some(Box::new(producer)),
         });
+    }
+    steps.into_iter().flatten().collect()
+}
+
+/// Product of the trailing dims a reduction over `axes` keeps, if `axes` are leading dims
+/// of `shape` (at least one reduced, at least one kept).
+fn prefix_reduction(axes: &[usize], shape: &[usize]) -> Option<usize> {
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    let k = sorted.len();
+    (k > 0 && k < shape.len() && sorted.iter().enumerate().all(|(i, &a)| a == i))
+        .then(|| shape[k..].iter().product())
+}
+
+/// Moves reductions over the leading axes (`sum(dy, axes=[0, 1])`: the gradient of a bias
+/// or of a layer norm's scale) into a fused group, as [`Output::ColReduce`]s folded in
+/// while each tile of rows is in cache:
+/// - into the group that computes the reduced value; when nothing else reads the value,
+///   the group no longer writes it;
+/// - else into the first group after the reduction that reads the value whole (a bias
+///   gradient `sum(dy)` where `dy` also feeds the backward pass of an activation or a
+///   layer norm), if nothing reads the reduction's result before that group runs.
+///
+/// A group that is a contraction's epilogue takes none (it sees arbitrary blocks, not
+/// whole rows), nor does one whose rows (the kept columns) do not fit a tile or differ
+/// from those of its own row reductions.
+fn absorb_column_reductions(
+    steps: Vec<Step>,
+    is_out: &[bool],
+    avals: &[Option<Aval>],
+) -> Vec<Step> {
+    let (def, mut uses) = defs_and_uses(&steps);
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (s, step) in steps.iter().enumerate() {
+        for v in step.reads() {
+            readers.entry(v).or_default().push(s);
+        }
+    }
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    for k in 0..steps.len() {
+        let Some(Step::Kernel { prim, ins, outs, out_avals }) = &steps[k] else { continue };
+        let (Some((kind, axes)), [Slot::Var(v)], [r]) = (reduce_kind(prim), &ins[..], &outs[..])
+        else {
+            continue;
+        };
+        let (v, r, name, dtype) = (*v, *r, prim.name(), out_avals[0].dtype);
+        let Some(cols) = avals[v].as_ref().and_then(|a| prefix_reduction(axes, &a.shape)) else {
+            continue;
+        };
+        let fits = |step: &Option<Step>| match step {
+            Some(Step::Fused { prog, producer: None, .. }) => {
+                prog.dtype == dtype
+                    && (1..=fused::TILE).contains(&cols)
+                    && (!prog.row_wise() || prog.inner == cols)
+            }
+            _ => false,
+        };
+        // (group step, register of the value, the value's output index in the group)
+        let mut target = None;
+        if let Some(&f) = def.get(&v)
+            && fits(&steps[f])
+            && let Some(Step::Fused { prog, outs: fouts, .. }) = &steps[f]
+            && let Some(o) = fouts.iter().position(|&w| w == v)
+            && let Output::Elementwise { reg, bool_out: false } = prog.outputs[o]
+        {
+            target = Some((f, reg, Some(o)));
+        }
+        let first_use = readers.get(&r).and_then(|s| s.first().copied()).unwrap_or(usize::MAX);
+        for &f in readers.get(&v).map_or(&[][..], Vec::as_slice) {
+            if target.is_some() || f >= first_use {
+                break;
+            }
+            if f <= k || !fits(&steps[f]) {
+                continue;
+            }
+            let Some(Step::Fused { prog, ins: fins, .. }) = &steps[f] else { continue };
+            target = prog.body.iter().find_map(|i| match i {
+                Instr::Load { input, dst }
+                    if matches!(fins[*input], Slot::Var(w) if w == v)
+                        && prog.views[*input] == View::Full =>
+                {
+                    Some((f, *dst, None))
+                }
+                _ => None,
+            });
+        }
+        let Some((f, reg, written)) = target else { continue };
+        let Some(Step::Fused { prog, outs: fouts, ops, .. }) = &mut steps[f] else {
+            unreachable!("a fused step")
+        };
+        prog.inner = cols;
+        prog.outputs.push(Output::ColReduce { reg, kind });
+        fouts.push(r);
+        ops.push(name);
+        let left = uses.get_mut(&v).expect("the reduction reads it");
+        *left -= 1;
+        if let Some(o) = written
+            && *left == 0
+            && !is_out[v]
+        {
+            prog.outputs.remove(o);
+            fouts.remove(o);
+        }
+        steps[k] = None;
     }
     steps.into_iter().flatten().collect()
 }

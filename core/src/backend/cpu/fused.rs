@@ -1,5 +1,6 @@
 //! Fused elementwise kernels: a chain of elementwise operations over one domain shape,
-//! optionally ending in reductions over trailing axes, run as a single pass over memory.
+//! optionally ending in reductions over trailing axes (one result per row) or over the
+//! leading ones (one per column), run as a single pass over memory.
 //!
 //! The domain is walked tile by tile (`TILE` elements); every intermediate lives in a
 //! tile-sized register (in cache), so only the group's inputs are read from main memory and
@@ -220,6 +221,15 @@ pub enum Output {
         /// Store as `bool` (a comparison result).
         bool_out: bool,
     },
+    /// The register reduced over the rows: one value per column, [`FusedProgram::inner`]
+    /// of them (the gradient of a bias or a layer norm's scale, `sum(dy, axes=[0, 1])`).
+    /// Only in programs whose rows fit a tile (`inner <= TILE`).
+    ColReduce {
+        /// The register.
+        reg: usize,
+        /// The reduction.
+        kind: Reduce,
+    },
 }
 
 impl Output {
@@ -228,7 +238,8 @@ impl Output {
         match self {
             Output::Elementwise { reg, .. }
             | Output::Reduce { reg, .. }
-            | Output::RowValue { reg, .. } => *reg,
+            | Output::RowValue { reg, .. }
+            | Output::ColReduce { reg, .. } => *reg,
         }
     }
 }
@@ -240,7 +251,8 @@ pub struct FusedProgram {
     pub dtype: DType,
     /// The domain shape.
     pub domain: Vec<usize>,
-    /// Product of the reduced trailing dims (1 if there is no reduction).
+    /// Elements per row: the product of the trailing dims its row reductions reduce, or
+    /// that its column reductions keep (1 if there is no reduction).
     pub inner: usize,
     /// How each input is read.
     pub views: Vec<View>,
@@ -587,6 +599,7 @@ fn run_typed<T: FusedFloat>(
                 None => Vec::with_capacity(n),
             }),
             Output::Reduce { .. } => Out::Real(Vec::with_capacity(outer)),
+            Output::ColReduce { .. } => Out::Real(Vec::with_capacity(inner)),
         })
         .collect();
     let ptrs: Vec<OutPtr<T>> = outs
@@ -614,6 +627,16 @@ fn run_typed<T: FusedFloat>(
             _ => None,
         })
         .collect();
+    let cols: Vec<(usize, usize, Reduce)> = prog
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, o)| match o {
+            Output::ColReduce { reg, kind } => Some((k, *reg, *kind)),
+            _ => None,
+        })
+        .collect();
+    assert!(cols.is_empty() || inner <= TILE, "column reductions need rows that fit a tile");
     let row_regs = prog.row_regs();
     assert!(!row_regs.contains(&true) || inner <= TILE, "row registers need rows that fit a tile");
     let prefetch = streams::<T>(prog, &ins);
@@ -630,6 +653,7 @@ fn run_typed<T: FusedFloat>(
         ptrs: &ptrs,
         reduces: &reduces,
         row_values: &row_values,
+        cols: &cols,
         row_regs: &row_regs,
     };
     if let (Some(produce), Some(pending)) = (produce, pending) {
@@ -673,13 +697,16 @@ fn run_typed<T: FusedFloat>(
             (0..outer).step_by(rows_per).map(|r| (r, (r + rows_per).min(outer))).collect();
         // Rows shorter than a tile are evaluated several to a tile.
         let per_tile = (TILE / inner).max(1);
+        // Returns the work item's partial column reductions.
         let work = |&(r0, r1): &(usize, usize)| {
             let mut regs = ctx.registers();
+            let mut acc: Vec<Vec<T>> =
+                cols.iter().map(|&(_, _, kind)| vec![T::from_f64(identity(kind)); inner]).collect();
             if inner <= TILE {
                 for r in (r0..r1).step_by(per_tile) {
-                    ctx.rows_tile(&mut regs, r, per_tile.min(r1 - r), inner);
+                    ctx.rows_tile(&mut regs, r, per_tile.min(r1 - r), inner, &mut acc);
                 }
-                return;
+                return acc;
             }
             for r in r0..r1 {
                 let acc = ctx.segment(&mut regs, r * inner, 0, inner);
@@ -689,11 +716,23 @@ fn run_typed<T: FusedFloat>(
                     unsafe { p.0.add(r).write(T::from_f64(acc[j])) };
                 }
             }
+            acc
         };
-        if n >= PAR_THRESHOLD && groups.len() > 1 {
-            groups.par_iter().for_each(work);
+        let partials: Vec<Vec<Vec<T>>> = if n >= PAR_THRESHOLD && groups.len() > 1 {
+            groups.par_iter().map(work).collect()
         } else {
-            groups.iter().for_each(work);
+            groups.iter().map(work).collect()
+        };
+        // Work items depend only on the shape, and their partials combine in order, so the
+        // column results do not depend on the number of threads.
+        for (j, &(k, _, kind)) in cols.iter().enumerate() {
+            let mut total = vec![T::from_f64(identity(kind)); inner];
+            for p in &partials {
+                combine_cols(ctx.simd, kind, &mut total, &p[j]);
+            }
+            let p = ptrs[k].0.expect("column reductions are real");
+            // SAFETY: the output has capacity for `inner` elements; nothing else writes it.
+            unsafe { std::ptr::copy_nonoverlapping(total.as_ptr(), p.0, inner) };
         }
     }
     outs.into_iter()
@@ -703,6 +742,11 @@ fn run_typed<T: FusedFloat>(
                 // SAFETY: every domain element was written by exactly one work item (or
                 // block of the epilogue; the product's buffer already has its length).
                 unsafe { v.set_len(n) };
+                T::wrap(v)
+            }
+            (Out::Real(mut v), Output::ColReduce { .. }) => {
+                // SAFETY: every column's result was written above.
+                unsafe { v.set_len(inner) };
                 T::wrap(v)
             }
             (Out::Real(mut v), Output::Reduce { .. } | Output::RowValue { .. }) => {
@@ -780,6 +824,8 @@ struct Ctx<'a, T> {
     reduces: &'a [(usize, usize, Reduce)],
     /// The [`Output::RowValue`]s: (output, register).
     row_values: &'a [(usize, usize)],
+    /// The [`Output::ColReduce`]s: (output, register, reduction).
+    cols: &'a [(usize, usize, Reduce)],
     /// [`FusedProgram::row_regs`].
     row_regs: &'a [bool],
 }
@@ -835,11 +881,13 @@ impl<T: Real> Ctx<'_, T> {
             for ins in &self.prog.body {
                 self.exec(ins, regs, off, len);
             }
-            self.write_elementwise(regs, off, len);
+            // Reductions first: a register may point into an input that an elementwise
+            // output overwrites in place.
             for (j, &(_, reg, kind)) in self.reduces.iter().enumerate() {
                 let r = regs.get(reg, len);
                 acc[j] = combine(kind, acc[j], reduce_tile(self.simd, kind, r));
             }
+            self.write_elementwise(regs, off, len);
             pos += len;
         }
         acc
@@ -888,14 +936,23 @@ impl<T: Real> Ctx<'_, T> {
         }
     }
 
-    /// Evaluates the `k` whole rows from row `r0` (`k * inner <= TILE`) as one tile and
-    /// writes their elementwise outputs and each row's reductions.
-    fn rows_tile(&self, regs: &mut Regs<T>, r0: usize, k: usize, inner: usize) {
+    /// Evaluates the `k` whole rows from row `r0` (`k * inner <= TILE`) as one tile,
+    /// writes their elementwise outputs and each row's reductions, and folds the rows into
+    /// the column reductions' accumulators `cols` (one per [`Output::ColReduce`]).
+    fn rows_tile(
+        &self,
+        regs: &mut Regs<T>,
+        r0: usize,
+        k: usize,
+        inner: usize,
+        cols: &mut [Vec<T>],
+    ) {
         let (off, len) = (r0 * inner, k * inner);
         for ins in &self.prog.body {
             self.exec(ins, regs, off, len);
         }
-        self.write_elementwise(regs, off, len);
+        // Reductions first: a register may point into an input (a column reduction of a
+        // value the group reads whole) that an elementwise output overwrites in place.
         for &(out, reg, kind) in self.reduces {
             let r = regs.get(reg, len);
             let p = self.ptrs[out].0.expect("reductions are real");
@@ -904,6 +961,10 @@ impl<T: Real> Ctx<'_, T> {
                 unsafe { p.0.add(r0 + i).write(v) }
             });
         }
+        for (&(_, reg, kind), acc) in self.cols.iter().zip(cols) {
+            combine_cols(self.simd, kind, acc, regs.get(reg, len));
+        }
+        self.write_elementwise(regs, off, len);
         for &(out, reg) in self.row_values {
             // A row register holds one element per row; a uniform one is full.
             for (i, &v) in regs.get(reg, k).iter().enumerate() {
@@ -1195,6 +1256,22 @@ fn reduce_rows<T: Real, F: FnMut(usize, T)>(
             }
         }
     )
+}
+
+/// Folds the rows of `rows` (whole rows of `acc.len()` elements) into `acc` in order,
+/// `acc[c] = acc[c] ⊕ row[c]`, compiled for [`Simd`] level `level`.
+fn combine_cols<T: Real>(level: Simd, kind: Reduce, acc: &mut [T], rows: &[T]) {
+    super::simd_dispatch!(level, [T: Real], (kind: Reduce, acc: &mut [T], rows: &[T]), {
+        for row in rows.chunks_exact(acc.len()) {
+            let pairs = acc.iter_mut().zip(row);
+            match kind {
+                Reduce::Sum => pairs.for_each(|(a, &x)| *a = *a + x),
+                Reduce::Prod => pairs.for_each(|(a, &x)| *a = *a * x),
+                Reduce::Max => pairs.for_each(|(a, &x)| *a = max_nan(*a, x)),
+                Reduce::Min => pairs.for_each(|(a, &x)| *a = min_nan(*a, x)),
+            }
+        }
+    })
 }
 
 /// Reduces one tile (or row) to a partial result, compiled for [`Simd`] level `level`
@@ -1621,6 +1698,63 @@ mod tests {
                     );
                 }
                 assert!(got[1].is_nan() && got[2].is_nan());
+            }
+        }
+    }
+
+    /// Column reductions of every kind, next to an elementwise output, on rows that do
+    /// not fill a tile evenly and over several work items (a ragged last one), match a
+    /// plain fold over the rows: exactly where the order cannot matter (max, min, sums of
+    /// small integers), products to rounding.
+    #[test]
+    fn column_reductions_match_a_plain_fold() {
+        for (rows, inner) in [(9usize, 37usize), (2000, 70), (1500, 1024), (3, 1)] {
+            let n = rows * inner;
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+            let y: Vec<f32> = (0..n).map(|i| 1.0 + ((i * 7) % 3) as f32 * 1e-3).collect();
+            for kind in [Reduce::Sum, Reduce::Max, Reduce::Min, Reduce::Prod] {
+                // x for the sums, max and min; y (close to 1) for products.
+                let reg = if kind == Reduce::Prod { 1 } else { 0 };
+                let prog = FusedProgram {
+                    dtype: DType::F32,
+                    domain: vec![rows, inner],
+                    inner,
+                    views: vec![View::Full, View::Full],
+                    prologue: vec![],
+                    body: vec![
+                        Instr::Load { input: 0, dst: 0 },
+                        Instr::Load { input: 1, dst: 1 },
+                        Instr::Binary { prim: Prim::Mul, a: 0, b: 1, dst: 2 },
+                    ],
+                    outputs: vec![
+                        Output::ColReduce { reg, kind },
+                        Output::Elementwise { reg: 2, bool_out: false },
+                    ],
+                    n_regs: 3,
+                };
+                let (xs, ys) = (Storage::F32(x.clone()), Storage::F32(y.clone()));
+                let out = run(&prog, vec![Arg::Ref(&xs), Arg::Ref(&ys)]);
+                let (Storage::F32(got), Storage::F32(prod)) = (&out[0], &out[1]) else { panic!() };
+                assert_eq!(got.len(), inner);
+                assert!(prod.iter().zip(x.iter().zip(&y)).all(|(p, (a, b))| *p == a * b));
+                for (c, g) in got.iter().enumerate() {
+                    let col = (0..rows).map(|r| {
+                        let i = r * inner + c;
+                        f64::from(if kind == Reduce::Prod { y[i] } else { x[i] })
+                    });
+                    let want = match kind {
+                        Reduce::Sum => col.sum::<f64>(),
+                        Reduce::Max => col.fold(f64::NEG_INFINITY, f64::max),
+                        Reduce::Min => col.fold(f64::INFINITY, f64::min),
+                        Reduce::Prod => col.product::<f64>(),
+                    };
+                    let g = f64::from(*g);
+                    let ok = match kind {
+                        Reduce::Prod => ((g - want) / want).abs() < 1e-4,
+                        _ => g == want,
+                    };
+                    assert!(ok, "{kind:?} {rows}x{inner} column {c}: {g} vs {want}");
+                }
             }
         }
     }
