@@ -609,15 +609,10 @@ fn run_typed<T: FusedFloat>(
             Out::Bool(v) => (None, Some(SharedMut(v.as_mut_ptr()))),
         })
         .collect();
-    let reduces: Vec<(usize, usize, Reduce)> = prog
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(k, o)| match o {
-            Output::Reduce { reg, kind } => Some((k, *reg, *kind)),
-            _ => None,
-        })
-        .collect();
+    let reduces = reductions(prog, |o| match o {
+        Output::Reduce { reg, kind } => Some((*reg, *kind)),
+        _ => None,
+    });
     let row_values: Vec<(usize, usize)> = prog
         .outputs
         .iter()
@@ -627,15 +622,10 @@ fn run_typed<T: FusedFloat>(
             _ => None,
         })
         .collect();
-    let cols: Vec<(usize, usize, Reduce)> = prog
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(k, o)| match o {
-            Output::ColReduce { reg, kind } => Some((k, *reg, *kind)),
-            _ => None,
-        })
-        .collect();
+    let cols = reductions(prog, |o| match o {
+        Output::ColReduce { reg, kind } => Some((*reg, *kind)),
+        _ => None,
+    });
     assert!(cols.is_empty() || inner <= TILE, "column reductions need rows that fit a tile");
     let row_regs = prog.row_regs();
     assert!(!row_regs.contains(&true) || inner <= TILE, "row registers need rows that fit a tile");
@@ -766,6 +756,16 @@ fn run_typed<T: FusedFloat>(
             }
         })
         .collect()
+}
+
+/// The reductions among `prog`'s outputs that `pick` selects (giving their register and
+/// kind), as (output, register, kind).
+fn reductions(
+    prog: &FusedProgram,
+    pick: impl Fn(&Output) -> Option<(usize, Reduce)>,
+) -> Vec<(usize, usize, Reduce)> {
+    let picked = prog.outputs.iter().enumerate().filter_map(|(k, o)| pick(o).map(|p| (k, p)));
+    picked.map(|(k, (reg, kind))| (k, reg, kind)).collect()
 }
 
 /// True if `prog` streams memory: its full inputs outgrow the per-core cache and it does
