@@ -1363,6 +1363,17 @@ fn defs_and_uses(steps: &[Step]) -> (HashMap<usize, usize>, HashMap<usize, usize
     (def, uses)
 }
 
+/// The steps that read each variable, in order (a step reading it twice is listed twice).
+fn readers_of(steps: &[Step]) -> HashMap<usize, Vec<usize>> {
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (s, step) in steps.iter().enumerate() {
+        for v in step.reads() {
+            readers.entry(v).or_default().push(s);
+        }
+    }
+    readers
+}
+
 /// Rewrites `transpose(dot_general(..))`, where the product (a float kernel step with
 /// batch dims) is read by nothing else, into one [`Step::TransposedDot`] at the product's
 /// place, when the transposed output keeps each side's free dims contiguous (the attention
@@ -1483,12 +1494,7 @@ fn fold_filter_grads(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
 /// cache, and the product is never a separate buffer. The merged step takes the group's
 /// place (a group merges with one contraction at most).
 fn merge_epilogues(steps: Vec<Step>, is_out: &[bool]) -> Vec<Step> {
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (s, step) in steps.iter().enumerate() {
-        for v in step.reads() {
-            readers.entry(v).or_default().push(s);
-        }
-    }
+    let readers = readers_of(&steps);
     // (contraction step, group step, group input)
     let mut merges: Vec<(usize, usize, usize)> = Vec::new();
     for (a, step) in steps.iter().enumerate() {
@@ -1566,12 +1572,7 @@ fn absorb_column_reductions(
     avals: &[Option<Aval>],
 ) -> Vec<Step> {
     let (def, mut uses) = defs_and_uses(&steps);
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (s, step) in steps.iter().enumerate() {
-        for v in step.reads() {
-            readers.entry(v).or_default().push(s);
-        }
-    }
+    let readers = readers_of(&steps);
     let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
     for k in 0..steps.len() {
         let Some(Step::Kernel { prim, ins, outs, out_avals }) = &steps[k] else { continue };
@@ -1583,11 +1584,12 @@ fn absorb_column_reductions(
         let Some(cols) = avals[v].as_ref().and_then(|a| prefix_reduction(axes, &a.shape)) else {
             continue;
         };
+        if !(1..=fused::TILE).contains(&cols) {
+            continue;
+        }
         let fits = |step: &Option<Step>| match step {
             Some(Step::Fused { prog, producer: None, .. }) => {
-                prog.dtype == dtype
-                    && (1..=fused::TILE).contains(&cols)
-                    && (!prog.row_wise() || prog.inner == cols)
+                prog.dtype == dtype && (!prog.row_wise() || prog.inner == cols)
             }
             _ => false,
         };
@@ -1602,24 +1604,22 @@ fn absorb_column_reductions(
             target = Some((f, reg, Some(o)));
         }
         let first_use = readers.get(&r).and_then(|s| s.first().copied()).unwrap_or(usize::MAX);
-        for &f in readers.get(&v).map_or(&[][..], Vec::as_slice) {
-            if target.is_some() || f >= first_use {
-                break;
-            }
-            if f <= k || !fits(&steps[f]) {
-                continue;
-            }
-            let Some(Step::Fused { prog, ins: fins, .. }) = &steps[f] else { continue };
-            target = prog.body.iter().find_map(|i| match i {
-                Instr::Load { input, dst }
-                    if matches!(fins[*input], Slot::Var(w) if w == v)
-                        && prog.views[*input] == View::Full =>
-                {
-                    Some((f, *dst, None))
-                }
-                _ => None,
-            });
-        }
+        let later_reader = || {
+            let candidates = readers.get(&v)?.iter().take_while(|&&f| f < first_use);
+            candidates.filter(|&&f| f > k && fits(&steps[f])).find_map(|&f| {
+                let Some(Step::Fused { prog, ins: fins, .. }) = &steps[f] else { return None };
+                prog.body.iter().find_map(|i| match i {
+                    Instr::Load { input, dst }
+                        if matches!(fins[*input], Slot::Var(w) if w == v)
+                            && prog.views[*input] == View::Full =>
+                    {
+                        Some((f, *dst, None))
+                    }
+                    _ => None,
+                })
+            })
+        };
+        let target = target.or_else(later_reader);
         let Some((f, reg, written)) = target else { continue };
         let Some(Step::Fused { prog, outs: fouts, ops, .. }) = &mut steps[f] else {
             unreachable!("a fused step")
