@@ -109,6 +109,36 @@ pub fn integer_pow(x: &Array, y: i32) -> Array {
     ok(bind1(&Prim::IntegerPow { y }, std::slice::from_ref(x)))
 }
 
+/// `sqrt(2 / pi)`, the scale of GELU's tanh approximation.
+pub(crate) const GELU_SCALE: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient of GELU's tanh approximation.
+pub(crate) const GELU_CUBIC: f64 = 0.044_715;
+
+/// GELU ([`Prim::Gelu`], `jax.nn.gelu`): the tanh approximation when `approximate`, else
+/// the exact erf form. Needs a floating-point operand.
+///
+/// ```
+/// use kiln::{Array, lax};
+/// let x = Array::from_vec(vec![-1.0f32, 0.0, 2.0], [3]);
+/// let y = lax::gelu(&x, true);
+/// assert!(y.allclose(&Array::from_vec(vec![-0.158_808f32, 0.0, 1.954_598], [3]), 1e-5, 1e-6));
+/// ```
+#[track_caller]
+pub fn gelu(x: &Array, approximate: bool) -> Array {
+    ok(try_gelu(x, approximate))
+}
+
+/// Fallible [`gelu`].
+pub fn try_gelu(x: &Array, approximate: bool) -> Result<Array> {
+    bind1(&Prim::Gelu { approximate }, std::slice::from_ref(x))
+}
+
+/// The derivative of [`gelu`] ([`Prim::GeluGrad`]).
+#[track_caller]
+pub fn gelu_grad(x: &Array, approximate: bool) -> Array {
+    ok(bind1(&Prim::GeluGrad { approximate }, std::slice::from_ref(x)))
+}
+
 /// `pred ? on_true : on_false`, elementwise.
 #[track_caller]
 pub fn select(pred: &Array, on_true: &Array, on_false: &Array) -> Array {

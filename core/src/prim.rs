@@ -76,6 +76,22 @@ pub enum Prim {
         /// The exponent.
         y: i32,
     },
+    /// GELU (`jax.nn.gelu`): `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))` when
+    /// `approximate`, else `x/2 * (1 + erf(x / sqrt 2))`.
+    ///
+    /// JAX writes GELU as a composite and relies on XLA to fuse it; kiln's CPU backend
+    /// interprets fused programs one instruction at a time, so GELU and its derivative are
+    /// primitives that run as one vectorized loop each (a composite GELU backward was
+    /// eighteen instructions).
+    Gelu {
+        /// The tanh approximation (`true`) or the exact erf form.
+        approximate: bool,
+    },
+    /// The derivative of [`Prim::Gelu`], `d gelu(x) / dx` (the factor of its JVP).
+    GeluGrad {
+        /// As in [`Prim::Gelu`].
+        approximate: bool,
+    },
 
     // ---- binary elementwise ------------------------------------------------------------
     /// `x + y`.
@@ -403,6 +419,8 @@ impl Prim {
             IsFinite => "is_finite",
             Not => "not",
             IntegerPow { .. } => "integer_pow",
+            Gelu { .. } => "gelu",
+            GeluGrad { .. } => "gelu_grad",
             Add => "add",
             Sub => "sub",
             Mul => "mul",
@@ -491,6 +509,8 @@ impl Prim {
                 | IsFinite
                 | Not
                 | IntegerPow { .. }
+                | Gelu { .. }
+                | GeluGrad { .. }
                 | ConvertElementType { .. }
                 | BitcastConvertType { .. }
                 | StopGradient
@@ -539,6 +559,7 @@ impl Prim {
         }
         match self {
             IntegerPow { y } => format!("y={y}"),
+            Gelu { approximate } | GeluGrad { approximate } => format!("approximate={approximate}"),
             ConvertElementType { dtype } | BitcastConvertType { dtype } => {
                 format!("new_dtype={dtype}")
             }

@@ -611,6 +611,40 @@ fn backward_passes_recompute_cheap_forward_values() {
 }
 
 #[test]
+fn gelu_is_one_instruction_in_fused_groups_and_epilogues() {
+    let x = data(&[64, 32], 1, DType::F32);
+    let w = data(&[32, 48], 2, DType::F32);
+    for approximate in [true, false] {
+        // Elementwise: one fused group, the same bits as eager.
+        let g = move |x: &Array| {
+            let h = x * 2.0 + 1.0;
+            (lax::gelu(&h, approximate), lax::gelu_grad(&h, approximate) * &h)
+        };
+        let jg = Jit::new(g);
+        let text = jg.lower(&x).compile().to_string();
+        assert!(text.contains("gelu, ") || text.contains("gelu}"), "{text}");
+        let ((a, b), (ea, eb)) = (jg.call(&x), g(&x));
+        assert_eq!(a.to_bytes(), ea.to_bytes(), "approximate={approximate}");
+        assert_eq!(b.to_bytes(), eb.to_bytes(), "approximate={approximate}");
+        // A layer and its gradient: gelu joins the product's epilogue, and the backward
+        // pass multiplies by the saved derivative.
+        let xc = x.clone();
+        let loss = move |(w1, w2): &(Array, Array)| {
+            lax::gelu(&xc.matmul(w1), approximate).matmul(w2).sum()
+        };
+        let f = Jit::new(kiln::value_and_grad(loss.clone()));
+        let params = (w.clone(), data(&[48, 8], 4, DType::F32));
+        let text = f.lower(&params).compile().to_string();
+        assert!(text.lines().any(|l| l.contains("dot_general") && l.contains("-> gelu")), "{text}");
+        let ((l, (g1, g2)), (el, (e1, e2))) =
+            (f.call(&params), kiln::value_and_grad(loss)(&params));
+        close(&l, &el, 1e-5);
+        close(&g1, &e1, 1e-5);
+        close(&g2, &e2, 1e-5);
+    }
+}
+
+#[test]
 fn layer_norm_backward_recomputes_what_its_input_gives() {
     // The backward pass of `x -> layer_norm(x) * s + b` reads `2 (x - mean)` and the
     // normalized `x`; both come from `x` (an input) and per-row values, so the forward

@@ -105,8 +105,23 @@ pub fn abstract_eval(prim: &Prim, ins: &[Aval]) -> Result<Vec<Aval>> {
             want(prim, ins, ins[0].dtype != DType::Bool, "needs a numeric operand")?;
             one(ins[0].clone())
         }
-        Exp | Log | Log1p | Expm1 | Sin | Cos | Tanh | Logistic | Sqrt | Rsqrt | Floor | Ceil
-        | Round | Erf | ErfInv => {
+        Exp
+        | Log
+        | Log1p
+        | Expm1
+        | Sin
+        | Cos
+        | Tanh
+        | Logistic
+        | Sqrt
+        | Rsqrt
+        | Floor
+        | Ceil
+        | Round
+        | Erf
+        | ErfInv
+        | Gelu { .. }
+        | GeluGrad { .. } => {
             arity(prim, ins, 1)?;
             want(prim, ins, ins[0].dtype.is_float(), "needs a floating-point operand")?;
             one(ins[0].clone())

@@ -222,6 +222,14 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
             let e = lax::exp(&lax::mul(y, y));
             mul_scalar(&e, std::f64::consts::PI.sqrt() / 2.0)
         }),
+        Gelu { approximate } => {
+            let approximate = *approximate;
+            unary(prim, xs, ts, move |x, _| lax::gelu_grad(x, approximate))
+        }
+        GeluGrad { approximate } => {
+            let approximate = *approximate;
+            unary(prim, xs, ts, move |x, _| gelu_second_derivative(x, approximate))
+        }
         IntegerPow { y: n } => {
             let n = *n;
             unary(prim, xs, ts, move |x, _| {
@@ -451,5 +459,27 @@ pub fn jvp(prim: &Prim, xs: &[Array], ts: &[Tangent]) -> Result<JvpOut> {
                 .collect();
             Ok((outs, tangents))
         }
+    }
+}
+
+/// `d^2 gelu(x) / dx^2` from basic primitives (the JVP factor of [`Prim::GeluGrad`]).
+///
+/// Tanh form: with `t = tanh(u)`, `u = c (x + a x^3)`, `u' = c (1 + 3 a x^2)` and
+/// `u'' = 6 a c x`, it is `(1 - t^2) * (u' + x/2 * (u'' - 2 t u'^2))`. Erf form:
+/// `phi(x) * (2 - x^2)` with the standard normal density `phi`.
+fn gelu_second_derivative(x: &Array, approximate: bool) -> Array {
+    let x2 = lax::mul(x, x);
+    if approximate {
+        let (a, c) = (lax::GELU_CUBIC, lax::GELU_SCALE);
+        let u = mul_scalar(&lax::add(x, &mul_scalar(&lax::mul(x, &x2), a)), c);
+        let t = lax::tanh(&u);
+        let du = mul_scalar(&lax::add_scalar(&mul_scalar(&x2, 3.0 * a), 1.0), c);
+        let ddu = mul_scalar(x, 6.0 * a * c);
+        let inner = lax::sub(&ddu, &mul_scalar(&lax::mul(&t, &lax::mul(&du, &du)), 2.0));
+        let sech2 = lax::sub(&full_like(&t, 1.0), &lax::mul(&t, &t));
+        lax::mul(&sech2, &lax::add(&du, &mul_scalar(&lax::mul(x, &inner), 0.5)))
+    } else {
+        let pdf = mul_scalar(&lax::exp(&mul_scalar(&x2, -0.5)), 0.398_942_280_401_432_7);
+        lax::mul(&pdf, &lax::sub(&full_like(x, 2.0), &x2))
     }
 }

@@ -815,6 +815,43 @@ pub(super) fn logistic<T: Real>(x: T) -> T {
     if x >= T::ZERO { r } else { e * r }
 }
 
+/// GELU's tanh approximation, `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`, with
+/// the operations (and so the roundings) of the composite `(x + x^3 * 0.044715) * c`,
+/// `x * 0.5 * (tanh(..) + 1)`.
+#[inline(always)]
+pub(super) fn gelu_tanh<T: Real>(x: T) -> T {
+    use crate::lax::{GELU_CUBIC, GELU_SCALE};
+    let inner = (x + x * (x * x) * T::from_f64(GELU_CUBIC)) * T::from_f64(GELU_SCALE);
+    x * T::from_f64(0.5) * (inner.tanh() + T::ONE)
+}
+
+/// The derivative of [`gelu_tanh`]: with `t = tanh(u)`, `u = c (x + a x^3)`,
+/// `(1 + t) / 2 + x/2 * (1 - t^2) * c (1 + 3 a x^2)`.
+#[inline(always)]
+pub(super) fn gelu_tanh_grad<T: Real>(x: T) -> T {
+    use crate::lax::{GELU_CUBIC, GELU_SCALE};
+    let (a, c, half) = (T::from_f64(GELU_CUBIC), T::from_f64(GELU_SCALE), T::from_f64(0.5));
+    let x2 = x * x;
+    let t = ((x + x * x2 * a) * c).tanh();
+    let du = c * (T::ONE + T::from_f64(3.0) * a * x2);
+    half * (T::ONE + t) + half * x * (T::ONE - t * t) * du
+}
+
+/// Exact GELU, `x/2 * (1 + erf(x / sqrt 2))`, in the composite's order of operations.
+#[inline(always)]
+pub(super) fn gelu_erf<T: Real>(x: T) -> T {
+    x * T::from_f64(0.5) * ((x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf() + T::ONE)
+}
+
+/// The derivative of [`gelu_erf`]: `(1 + erf(x / sqrt 2)) / 2 + x * exp(-x^2 / 2) / sqrt(2 pi)`.
+#[inline(always)]
+pub(super) fn gelu_erf_grad<T: Real>(x: T) -> T {
+    let half = T::from_f64(0.5);
+    let cdf = half * ((x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf() + T::ONE);
+    let pdf = (-(x * x) * half).exp() * T::from_f64(0.398_942_280_401_432_7);
+    cdf + x * pdf
+}
+
 /// `-1`, `±0` or `1`; NaN stays NaN.
 #[inline(always)]
 pub(super) fn sign_float<T: Real>(x: T) -> T {
@@ -959,6 +996,10 @@ where
         Prim::Ceil => m!(|a| a.ceil()),
         Prim::Round => m!(|a| a.round()),
         Prim::Erf => m!(|a| a.erf()),
+        Prim::Gelu { approximate: true } => m!(|a| gelu_tanh(a)),
+        Prim::Gelu { approximate: false } => m!(|a| gelu_erf(a)),
+        Prim::GeluGrad { approximate: true } => m!(|a| gelu_tanh_grad(a)),
+        Prim::GeluGrad { approximate: false } => m!(|a| gelu_erf_grad(a)),
         // Straight-line squares and cubes (the same roundings as `powi_float`).
         Prim::IntegerPow { y: 2 } => m!(|a| ld(st(a * a))),
         Prim::IntegerPow { y: 3 } => m!(|a| ld(st(a * ld(st(a * a))))),

@@ -8,7 +8,10 @@
 //! partial results of a reduction are combined in a fixed order, so results do not depend
 //! on the number of threads.
 
-use super::elementwise::{Real, logistic, max_nan, min_nan, powi_float, sign_float};
+use super::elementwise::{
+    Real, gelu_erf, gelu_erf_grad, gelu_tanh, gelu_tanh_grad, logistic, max_nan, min_nan,
+    powi_float, sign_float,
+};
 use super::{Block, Epilogue, Simd, simd};
 use super::{PAR_THRESHOLD, SharedMut};
 use crate::backend::Storage;
@@ -1368,6 +1371,10 @@ fn unary<T: Real>(prim: &Prim, a: &[T], d: &mut [T]) {
         Prim::Ceil => m!(|x| x.ceil()),
         Prim::Round => m!(|x| x.round()),
         Prim::Erf => m!(|x| x.erf()),
+        Prim::Gelu { approximate: true } => m!(|x| gelu_tanh(x)),
+        Prim::Gelu { approximate: false } => m!(|x| gelu_erf(x)),
+        Prim::GeluGrad { approximate: true } => m!(|x| gelu_tanh_grad(x)),
+        Prim::GeluGrad { approximate: false } => m!(|x| gelu_erf_grad(x)),
         // Registers hold booleans as 0/1, so bool -> float conversion is a copy.
         Prim::StopGradient | Prim::ConvertElementType { .. } => d.copy_from_slice(a),
         // The common small powers as straight-line code (the same products as
@@ -1508,6 +1515,8 @@ pub fn is_fusable(prim: &Prim) -> bool {
             | Erf
             | StopGradient
             | IntegerPow { .. }
+            | Gelu { .. }
+            | GeluGrad { .. }
             | Add
             | Sub
             | Mul

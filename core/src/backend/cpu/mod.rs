@@ -282,6 +282,8 @@ pub fn execute(prim: &Prim, ins: &[Operand<'_>], outs: &[Aval]) -> Vec<Storage> 
         | IsFinite
         | Not
         | IntegerPow { .. }
+        | Gelu { .. }
+        | GeluGrad { .. }
         | StopGradient => vec![elementwise::unary(prim, ins[0].data)],
         ConvertElementType { dtype } => vec![elementwise::convert(ins[0].data, *dtype)],
         BitcastConvertType { dtype } => vec![elementwise::bitcast(ins[0].data, *dtype)],
