@@ -8,7 +8,9 @@
 //! any strides, so the heads of `[batch, seq, heads, dim]` are read in place); only
 //! layouts that cannot be expressed so are copied first. A product's output can also be
 //! written transposed ([`dot_general_transposed`]). `f16`/`bf16` run through `f32`;
-//! integer dtypes use a plain wrapping triple loop.
+//! integer dtypes use a plain wrapping triple loop. Small `f32` products whose right
+//! operand has contiguous rows and whose output is at most 64 columns wide (attention's
+//! `probs @ v` and its gradients) skip `gemm` for [`small_gemm`](super::small_gemm).
 
 use super::{Block, Epilogue, Operand, PAR_THRESHOLD, SharedMut, next_index};
 use crate::backend::{Storage, StorageElement};
@@ -53,6 +55,25 @@ trait GemmFloat: StorageElement + Add<Output = Self> + Mul<Output = Self> {
     const ONE: Self;
     /// The callback of an [`Epilogue`] for this type.
     fn epilogue(e: Epilogue<'_>) -> Epi<'_, Self>;
+
+    /// Runs a product on kiln's own [`small_gemm`](super::small_gemm) kernel and returns
+    /// true if it takes this type, shape and layout; else returns false untouched.
+    ///
+    /// # Safety
+    /// As [`gemm_unchecked`].
+    #[allow(clippy::too_many_arguments)] // as `gemm_unchecked`
+    unsafe fn small_matmul(
+        _mnk: (usize, usize, usize),
+        _dst: *mut Self,
+        _d: MatRef,
+        _accumulate: bool,
+        _a: *const Self,
+        _am: MatRef,
+        _b: *const Self,
+        _bm: MatRef,
+    ) -> bool {
+        false
+    }
 }
 
 /// The typed callback of an [`Epilogue`].
@@ -66,6 +87,37 @@ impl GemmFloat for f32 {
             Epilogue::F32(f) => Some(f),
             Epilogue::F64(_) => unreachable!("an f64 epilogue on an f32 product"),
         }
+    }
+
+    unsafe fn small_matmul(
+        mnk: (usize, usize, usize),
+        dst: *mut Self,
+        d: MatRef,
+        accumulate: bool,
+        a: *const Self,
+        am: MatRef,
+        b: *const Self,
+        bm: MatRef,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if super::small_gemm::fits(mnk, bm.cs, d.cs) {
+            // SAFETY: `fits` holds and the caller bounds the views.
+            unsafe {
+                super::small_gemm::matmul(
+                    mnk,
+                    dst.add(d.off),
+                    d.rs,
+                    accumulate,
+                    a.add(am.off),
+                    (am.rs, am.cs),
+                    b.add(bm.off),
+                    bm.rs,
+                )
+            };
+            return true;
+        }
+        let _ = (mnk, dst, d, accumulate, a, am, b, bm);
+        false
     }
 }
 
@@ -183,6 +235,10 @@ unsafe fn gemm_unchecked<T: GemmFloat>(
     bm: MatRef,
     par: Parallelism,
 ) {
+    // SAFETY: the caller's contract, which `small_matmul` shares.
+    if unsafe { T::small_matmul((m, n, k), dst, d, accumulate, a, am, b, bm) } {
+        return;
+    }
     // SAFETY: guaranteed by the caller; `T` is f32 or f64, which gemm supports. gemm
     // computes `dst = 1 * a @ b`, or `dst = 1 * dst + 1 * a @ b` when reading `dst`.
     unsafe {

@@ -3,7 +3,8 @@
 //! Kernels take validated operands (shapes and dtypes were checked by
 //! [`abstract_eval`](crate::rules::abstract_eval)) and return fresh storage. Large
 //! elementwise and reduction kernels run in parallel with rayon; matmul and convolution run
-//! on the `gemm` crate.
+//! on the `gemm` crate, except small `f32` products with narrow row-major right operands
+//! (attention's), which run on a kernel of kiln's own.
 
 mod dot;
 pub(crate) use dot::{
@@ -15,6 +16,7 @@ mod gather;
 mod layout;
 mod random;
 mod reduce;
+mod small_gemm;
 mod sort;
 mod window;
 
