@@ -101,7 +101,7 @@ impl GemmFloat for f32 {
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
         if super::small_gemm::fits(mnk, bm.cs, d.cs) {
-            // SAFETY: `fits` holds and the caller bounds the views.
+            // SAFETY: `fits` holds (AVX-512 included) and the caller bounds the views.
             unsafe {
                 super::small_gemm::matmul(
                     mnk,

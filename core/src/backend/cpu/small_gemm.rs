@@ -38,28 +38,13 @@ pub(super) fn fits((m, n, k): (usize, usize, usize), b_cs: usize, d_cs: usize) -
 /// `k x n` product: with `accumulate` the product is added to `dst`, else it overwrites it.
 ///
 /// # Safety
-/// [`fits`] must hold for the shape and strides; every element of the three views must lie
-/// inside its allocation, and no other thread may access the output view meanwhile.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)] // three strided operands plus sizes
-pub(super) unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    rsd: usize,
-    accumulate: bool,
-    a: *const f32,
-    (rsa, csa): (usize, usize),
-    b: *const f32,
-    rsb: usize,
-) {
-    // SAFETY: `fits` checked AVX-512 on this CPU; the views are the caller's.
-    unsafe { matmul_avx512((m, n, k), dst, rsd, accumulate, a, (rsa, csa), b, rsb) }
-}
-
+/// [`fits`] must hold for the shape and strides (it checks that this CPU has AVX-512);
+/// every element of the three views must lie inside its allocation, and no other thread
+/// may access the output view meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)] // as `matmul`
-unsafe fn matmul_avx512(
+#[allow(clippy::too_many_arguments)] // three strided operands plus sizes
+pub(super) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     rsd: usize,
