@@ -136,7 +136,12 @@ pub fn try_gelu(x: &Array, approximate: bool) -> Result<Array> {
 /// The derivative of [`gelu`] ([`Prim::GeluGrad`]).
 #[track_caller]
 pub fn gelu_grad(x: &Array, approximate: bool) -> Array {
-    ok(bind1(&Prim::GeluGrad { approximate }, std::slice::from_ref(x)))
+    ok(try_gelu_grad(x, approximate))
+}
+
+/// Fallible [`gelu_grad`].
+pub fn try_gelu_grad(x: &Array, approximate: bool) -> Result<Array> {
+    bind1(&Prim::GeluGrad { approximate }, std::slice::from_ref(x))
 }
 
 /// `pred ? on_true : on_false`, elementwise.

@@ -156,3 +156,12 @@ fn gelu_matches_jax() {
         }
     }
 }
+
+#[test]
+fn gelu_of_integers_is_a_clear_error() {
+    let x = Array::from_vec(vec![1i32, 2], [2]);
+    for e in [lax::try_gelu(&x, true).unwrap_err(), lax::try_gelu_grad(&x, false).unwrap_err()] {
+        let msg = e.to_string();
+        assert!(msg.contains("gelu") && msg.contains("floating-point"), "{msg}");
+    }
+}
