@@ -113,6 +113,8 @@ pub fn integer_pow(x: &Array, y: i32) -> Array {
 pub(crate) const GELU_SCALE: f64 = 0.797_884_560_802_865_4;
 /// The cubic coefficient of GELU's tanh approximation.
 pub(crate) const GELU_CUBIC: f64 = 0.044_715;
+/// `1 / sqrt(2 pi)`, the standard normal density at 0 (exact GELU's derivatives).
+pub(crate) const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 /// GELU ([`Prim::Gelu`], `jax.nn.gelu`): the tanh approximation when `approximate`, else
 /// the exact erf form. Needs a floating-point operand.

@@ -9,7 +9,7 @@
 //! assert_eq!(sigmoid(&x).to_vec::<f32>()[1], 0.5);
 //! ```
 
-use kiln::{Array, DType, lax, where_};
+use kiln::{Array, where_};
 
 /// `max(x, 0)`.
 pub fn relu(x: &Array) -> Array {
@@ -24,20 +24,15 @@ pub fn leaky_relu(x: &Array, negative_slope: f64) -> Array {
 /// GELU with the tanh approximation (`jax.nn.gelu`'s default, `approximate=True`):
 /// `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`. Integers give `f32`.
 ///
-/// One primitive ([`lax::gelu`]), so that it and its derivative each run as one loop.
+/// One primitive ([`kiln::lax::gelu`]), so that it and its derivative each run as one loop.
 pub fn gelu(x: &Array) -> Array {
-    lax::gelu(&float(x), true)
+    x.gelu(true)
 }
 
 /// Exact GELU (`jax.nn.gelu(x, approximate=False)`): `x/2 * (1 + erf(x / sqrt 2))`.
 /// Integers give `f32`.
 pub fn gelu_exact(x: &Array) -> Array {
-    lax::gelu(&float(x), false)
-}
-
-/// `x`, converted to `f32` unless it is already floating-point.
-fn float(x: &Array) -> Array {
-    if x.dtype().is_float() { x.clone() } else { x.astype(DType::F32) }
+    x.gelu(false)
 }
 
 /// `x * sigmoid(x)` (also called swish).

@@ -54,6 +54,18 @@ rounding! {
 }
 
 impl Array {
+    /// GELU ([`lax::gelu`], `jax.nn.gelu`): the tanh approximation when `approximate`,
+    /// else the exact erf form. Integer and bool operands are converted to `f32`.
+    ///
+    /// ```
+    /// use kiln::Array;
+    /// let y = Array::from_vec(vec![0i32, 2], [2]).gelu(true);
+    /// assert!(y.allclose(&Array::from_vec(vec![0.0f32, 1.954_598], [2]), 1e-5, 1e-6));
+    /// ```
+    pub fn gelu(&self, approximate: bool) -> Array {
+        lax::gelu(&to_float(self), approximate)
+    }
+
     /// Elementwise tangent (`sin / cos`).
     pub fn tan(&self) -> Array {
         let x = to_float(self);

@@ -479,7 +479,7 @@ fn gelu_second_derivative(x: &Array, approximate: bool) -> Array {
         let sech2 = lax::sub(&full_like(&t, 1.0), &lax::mul(&t, &t));
         lax::mul(&sech2, &lax::add(&du, &mul_scalar(&lax::mul(x, &inner), 0.5)))
     } else {
-        let pdf = mul_scalar(&lax::exp(&mul_scalar(&x2, -0.5)), 0.398_942_280_401_432_7);
+        let pdf = mul_scalar(&lax::exp(&mul_scalar(&x2, -0.5)), lax::INV_SQRT_2PI);
         lax::mul(&pdf, &lax::sub(&full_like(x, 2.0), &x2))
     }
 }

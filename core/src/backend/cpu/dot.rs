@@ -61,7 +61,8 @@ trait GemmFloat: StorageElement + Add<Output = Self> + Mul<Output = Self> {
     ///
     /// # Safety
     /// As [`gemm_unchecked`].
-    #[allow(clippy::too_many_arguments)] // as `gemm_unchecked`
+    // The sizes and strided operands of `gemm_unchecked`, passed through unchanged.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn small_matmul(
         _mnk: (usize, usize, usize),
         _dst: *mut Self,

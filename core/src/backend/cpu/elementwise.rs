@@ -31,6 +31,7 @@
 use super::PAR_THRESHOLD;
 use crate::backend::{Storage, StorageElement};
 use crate::dtype::{DType, Element};
+use crate::lax::{GELU_CUBIC, GELU_SCALE, INV_SQRT_2PI};
 use crate::prim::Prim;
 use crate::with_storage;
 use half::{bf16, f16};
@@ -820,7 +821,6 @@ pub(super) fn logistic<T: Real>(x: T) -> T {
 /// `x * 0.5 * (tanh(..) + 1)`.
 #[inline(always)]
 pub(super) fn gelu_tanh<T: Real>(x: T) -> T {
-    use crate::lax::{GELU_CUBIC, GELU_SCALE};
     let inner = (x + x * (x * x) * T::from_f64(GELU_CUBIC)) * T::from_f64(GELU_SCALE);
     x * T::from_f64(0.5) * (inner.tanh() + T::ONE)
 }
@@ -829,7 +829,6 @@ pub(super) fn gelu_tanh<T: Real>(x: T) -> T {
 /// `(1 + t) / 2 + x/2 * (1 - t^2) * c (1 + 3 a x^2)`.
 #[inline(always)]
 pub(super) fn gelu_tanh_grad<T: Real>(x: T) -> T {
-    use crate::lax::{GELU_CUBIC, GELU_SCALE};
     let (a, c, half) = (T::from_f64(GELU_CUBIC), T::from_f64(GELU_SCALE), T::from_f64(0.5));
     let x2 = x * x;
     let t = ((x + x * x2 * a) * c).tanh();
@@ -848,7 +847,7 @@ pub(super) fn gelu_erf<T: Real>(x: T) -> T {
 pub(super) fn gelu_erf_grad<T: Real>(x: T) -> T {
     let half = T::from_f64(0.5);
     let cdf = half * ((x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf() + T::ONE);
-    let pdf = (-(x * x) * half).exp() * T::from_f64(0.398_942_280_401_432_7);
+    let pdf = (-(x * x) * half).exp() * T::from_f64(INV_SQRT_2PI);
     cdf + x * pdf
 }
 
