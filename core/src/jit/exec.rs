@@ -1312,6 +1312,7 @@ fn build_group(
     };
     prog.hoist_invariants();
     prog.fuse_mul_add();
+    prog.pair_gelu();
     Step::Fused { prog, ins, outs, ops, donatable, producer: None }
 }
 

@@ -821,34 +821,47 @@ pub(super) fn logistic<T: Real>(x: T) -> T {
 /// `x * 0.5 * (tanh(..) + 1)`.
 #[inline(always)]
 pub(super) fn gelu_tanh<T: Real>(x: T) -> T {
-    let inner = (x + x * (x * x) * T::from_f64(GELU_CUBIC)) * T::from_f64(GELU_SCALE);
-    x * T::from_f64(0.5) * (inner.tanh() + T::ONE)
+    gelu_tanh_pair(x).0
 }
 
 /// The derivative of [`gelu_tanh`]: with `t = tanh(u)`, `u = c (x + a x^3)`,
 /// `(1 + t) / 2 + x/2 * (1 - t^2) * c (1 + 3 a x^2)`.
 #[inline(always)]
 pub(super) fn gelu_tanh_grad<T: Real>(x: T) -> T {
+    gelu_tanh_pair(x).1
+}
+
+/// [`gelu_tanh`] and [`gelu_tanh_grad`] of `x` from one `tanh` (the single-value
+/// functions are its halves, so either way gives the same bits; the unused half inlines
+/// away).
+#[inline(always)]
+pub(super) fn gelu_tanh_pair<T: Real>(x: T) -> (T, T) {
     let (a, c, half) = (T::from_f64(GELU_CUBIC), T::from_f64(GELU_SCALE), T::from_f64(0.5));
     let x2 = x * x;
     let t = ((x + x * x2 * a) * c).tanh();
     let du = c * (T::ONE + T::from_f64(3.0) * a * x2);
-    half * (T::ONE + t) + half * x * (T::ONE - t * t) * du
+    (x * half * (t + T::ONE), half * (T::ONE + t) + half * x * (T::ONE - t * t) * du)
 }
 
 /// Exact GELU, `x/2 * (1 + erf(x / sqrt 2))`, in the composite's order of operations.
 #[inline(always)]
 pub(super) fn gelu_erf<T: Real>(x: T) -> T {
-    x * T::from_f64(0.5) * ((x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf() + T::ONE)
+    gelu_erf_pair(x).0
 }
 
 /// The derivative of [`gelu_erf`]: `(1 + erf(x / sqrt 2)) / 2 + x * exp(-x^2 / 2) / sqrt(2 pi)`.
 #[inline(always)]
 pub(super) fn gelu_erf_grad<T: Real>(x: T) -> T {
+    gelu_erf_pair(x).1
+}
+
+/// [`gelu_erf`] and [`gelu_erf_grad`] of `x` from one `erf` (as [`gelu_tanh_pair`]).
+#[inline(always)]
+pub(super) fn gelu_erf_pair<T: Real>(x: T) -> (T, T) {
     let half = T::from_f64(0.5);
-    let cdf = half * ((x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf() + T::ONE);
+    let e = (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf();
     let pdf = (-(x * x) * half).exp() * T::from_f64(INV_SQRT_2PI);
-    cdf + x * pdf
+    (x * half * (e + T::ONE), half * (e + T::ONE) + x * pdf)
 }
 
 /// `-1`, `±0` or `1`; NaN stays NaN.

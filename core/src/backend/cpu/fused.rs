@@ -9,8 +9,8 @@
 //! on the number of threads.
 
 use super::elementwise::{
-    Real, gelu_erf, gelu_erf_grad, gelu_tanh, gelu_tanh_grad, logistic, max_nan, min_nan,
-    powi_float, sign_float,
+    Real, gelu_erf, gelu_erf_grad, gelu_erf_pair, gelu_tanh, gelu_tanh_grad, gelu_tanh_pair,
+    logistic, max_nan, min_nan, powi_float, sign_float,
 };
 use super::{Block, Epilogue, Simd, simd};
 use super::{PAR_THRESHOLD, SharedMut};
@@ -353,6 +353,54 @@ impl FusedProgram {
         self.body = body.into_iter().zip(dead).filter(|(_, d)| !d).map(|(i, _)| i).collect();
     }
 
+    /// Moves each GELU derivative next to the GELU of the same register (a layer's
+    /// activation and the derivative its backward pass keeps), so that the pair runs as
+    /// one loop computing both from one `tanh` (or `erf`) per element; see
+    /// [`FusedProgram::gelu_pairs`]. Measured with pairing switched on and off in one
+    /// process, 2 threads: the epilogue `gelu`, `gelu_grad` of `x @ w + b` (f32[2048,
+    /// 128] x [128, 512]) median 2510 -> 2021 us (faster in 19 of 20 alternations); the
+    /// transformer train step (`bench`'s `lm_step`) 89.8 -> 80.6 and 90.9 -> 87.9 ms in
+    /// two runs of 14 alternations (faster in 12 and 8 of them).
+    pub fn pair_gelu(&mut self) {
+        let mut i = 0;
+        while i < self.body.len() {
+            if let Some((approximate, grad, a)) = gelu_part(&self.body[i]) {
+                let partner = (i + 1..self.body.len())
+                    .find(|&j| gelu_part(&self.body[j]) == Some((approximate, !grad, a)));
+                if let Some(j) = partner {
+                    // Legal: the partner reads only `a`, which is defined before `i`.
+                    let ins = self.body.remove(j);
+                    self.body.insert(i + 1, ins);
+                    i += 2;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// For each body position, whether it starts a GELU pair ([`FusedProgram::pair_gelu`])
+    /// that can run as one loop: the next instruction is its partner and the two write
+    /// different tile buffers (`tiles`, from [`FusedProgram::assign_tiles`]).
+    fn gelu_pairs(&self, tiles: &[usize]) -> Vec<bool> {
+        let mut pairs = vec![false; self.body.len()];
+        let mut i = 0;
+        while i + 1 < self.body.len() {
+            let (x, y) = (&self.body[i], &self.body[i + 1]);
+            let paired = match (gelu_part(x), gelu_part(y)) {
+                (Some((ax, gx, rx)), Some((ay, gy, ry))) => ax == ay && gx != gy && rx == ry,
+                _ => false,
+            };
+            if paired && tiles[x.dst()] != tiles[y.dst()] {
+                pairs[i] = true;
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        pairs
+    }
+
     /// Which registers are row registers (one element per row of a tile, see
     /// [`Instr::RowReduce`]): those a row reduction writes, and those the body computes
     /// from row registers and uniform values.
@@ -432,6 +480,17 @@ impl FusedProgram {
             }
         }
         (tile, n)
+    }
+}
+
+/// A GELU instruction as (approximate, is the derivative, operand register).
+fn gelu_part(ins: &Instr) -> Option<(bool, bool, usize)> {
+    match ins {
+        Instr::Unary { prim: Prim::Gelu { approximate }, a, .. } => Some((*approximate, false, *a)),
+        Instr::Unary { prim: Prim::GeluGrad { approximate }, a, .. } => {
+            Some((*approximate, true, *a))
+        }
+        _ => None,
     }
 }
 
@@ -635,6 +694,7 @@ fn run_typed<T: FusedFloat>(
     let prefetch = streams::<T>(prog, &ins);
     let tiles = prog.assign_tiles();
     let uniform = prog.uniform();
+    let gelu_pairs = prog.gelu_pairs(&tiles.0);
     let ctx = Ctx {
         simd: simd(),
         prefetch,
@@ -648,6 +708,7 @@ fn run_typed<T: FusedFloat>(
         row_values: &row_values,
         cols: &cols,
         row_regs: &row_regs,
+        gelu_pairs: &gelu_pairs,
     };
     if let (Some(produce), Some(pending)) = (produce, pending) {
         let product = produce(&|b: Block<T>| ctx.epilogue(b, pending, in_product));
@@ -831,6 +892,8 @@ struct Ctx<'a, T> {
     cols: &'a [(usize, usize, Reduce)],
     /// [`FusedProgram::row_regs`].
     row_regs: &'a [bool],
+    /// [`FusedProgram::gelu_pairs`].
+    gelu_pairs: &'a [bool],
 }
 
 impl<T: Real> Ctx<'_, T> {
@@ -881,9 +944,7 @@ impl<T: Real> Ctx<'_, T> {
                 let ahead = off + PREFETCH_TILES * self.tile;
                 self.prefetch_inputs(ahead, (base + e).min(ahead + len));
             }
-            for ins in &self.prog.body {
-                self.exec(ins, regs, off, len);
-            }
+            self.run_body(regs, off, len);
             // Reductions first: a register may point into an input that an elementwise
             // output overwrites in place.
             for (j, &(_, reg, kind)) in self.reduces.iter().enumerate() {
@@ -951,9 +1012,7 @@ impl<T: Real> Ctx<'_, T> {
         cols: &mut [Vec<T>],
     ) {
         let (off, len) = (r0 * inner, k * inner);
-        for ins in &self.prog.body {
-            self.exec(ins, regs, off, len);
-        }
+        self.run_body(regs, off, len);
         // Reductions first: a register may point into an input (a column reduction of a
         // value the group reads whole) that an elementwise output overwrites in place.
         for &(out, reg, kind) in self.reduces {
@@ -981,6 +1040,81 @@ impl<T: Real> Ctx<'_, T> {
         }
     }
 
+    /// Runs the body on the tile at `off .. off + len`.
+    #[inline]
+    fn run_body(&self, regs: &mut Regs<T>, off: usize, len: usize) {
+        let body = &self.prog.body;
+        let mut i = 0;
+        while i < body.len() {
+            if self.gelu_pairs[i] {
+                self.exec_gelu_pair(&body[i], &body[i + 1], regs, off, len);
+                i += 2;
+            } else {
+                self.exec(&body[i], regs, off, len);
+                i += 1;
+            }
+        }
+    }
+
+    /// The buffer of register `dst` for the tile at `off .. off + len` (one element per
+    /// row for a row register), which `dst` now points at.
+    ///
+    /// # Safety
+    /// Nothing may read or write the register's buffer through another reference while
+    /// the returned slice lives (the slice is not tied to `regs`).
+    #[inline]
+    unsafe fn dst_tile<'r>(
+        &self,
+        regs: &mut Regs<T>,
+        dst: usize,
+        off: usize,
+        len: usize,
+    ) -> &'r mut [T] {
+        // A row register holds one element per row of the tile (the prologue's
+        // registers are never row registers: they are written before there are rows).
+        let inner = self.prog.inner;
+        let rows = self.row_regs[dst] && !self.uniform[dst];
+        debug_assert!(
+            !rows || (off.is_multiple_of(inner) && len.is_multiple_of(inner)),
+            "row registers need a tile of whole rows"
+        );
+        let dlen = if rows { len / inner } else { len };
+        // SAFETY: `tile[dst] < n_tiles` and `dlen <= len <= TILE`: inside the register's
+        // buffer; the caller guarantees exclusive use.
+        let d = unsafe {
+            std::slice::from_raw_parts_mut(regs.base.add(self.tiles.0[dst]) as *mut T, dlen)
+        };
+        regs.ptrs[dst] = d.as_ptr();
+        d
+    }
+
+    /// Runs the GELU pair `first`, `second` (one the value, the other the derivative of
+    /// the same register; [`FusedProgram::gelu_pairs`]) as one loop.
+    fn exec_gelu_pair(
+        &self,
+        first: &Instr,
+        second: &Instr,
+        regs: &mut Regs<T>,
+        off: usize,
+        len: usize,
+    ) {
+        let Some((approximate, first_is_grad, a)) = gelu_part(first) else {
+            unreachable!("a GELU pair starts with a GELU instruction")
+        };
+        // SAFETY: `gelu_pairs` checked that the two destinations have different buffers,
+        // and neither is the operand's (`assign_tiles`: an instruction never writes its
+        // operand's buffer, and `a` is live through both).
+        let (d1, d2) = unsafe {
+            (
+                self.dst_tile(regs, first.dst(), off, len),
+                self.dst_tile(regs, second.dst(), off, len),
+            )
+        };
+        let x = regs.get(a, d1.len());
+        let (value, grad) = if first_is_grad { (d2, d1) } else { (d1, d2) };
+        gelu_pair_dispatch(self.simd, approximate, x, value, grad);
+    }
+
     #[inline]
     fn exec(&self, ins: &Instr, regs: &mut Regs<T>, off: usize, len: usize) {
         let dst = ins.dst();
@@ -992,22 +1126,10 @@ impl<T: Real> Ctx<'_, T> {
             regs.ptrs[dst] = unsafe { p.add(off) };
             return;
         }
-        // A row register holds one element per row of the tile (the prologue's
-        // registers are never row registers: they are written before there are rows).
+        // SAFETY: no operand of this instruction points into the destination's buffer
+        // (`assign_tiles`), and nothing else references it while `d` lives.
+        let d = unsafe { self.dst_tile(regs, dst, off, len) };
         let inner = self.prog.inner;
-        let rows = self.row_regs[dst] && !self.uniform[dst];
-        debug_assert!(
-            !rows || (off.is_multiple_of(inner) && len.is_multiple_of(inner)),
-            "row registers need a tile of whole rows"
-        );
-        let dlen = if rows { len / inner } else { len };
-        // SAFETY: `tile[dst] < n_tiles` and `dlen <= len <= TILE`: the register's buffer,
-        // which no operand of this instruction points into (`assign_tiles`) and nothing
-        // else references while `d` lives.
-        let d = unsafe {
-            std::slice::from_raw_parts_mut(regs.base.add(self.tiles.0[dst]) as *mut T, dlen)
-        };
-        regs.ptrs[dst] = d.as_ptr();
         match ins {
             Instr::Load { input, .. } => {
                 let view = &self.prog.views[*input];
@@ -1192,6 +1314,30 @@ fn compute_dispatch<T: Real>(
         [T: Real],
         (ins: &Instr, regs: &Regs<T>, uniform: &[bool], d: &mut [T]),
         { compute(ins, regs, uniform, d) }
+    )
+}
+
+/// `value = gelu(x)` and `grad = gelu'(x)` in one loop (one `tanh` or `erf` per
+/// element), compiled for [`Simd`] level `level`.
+fn gelu_pair_dispatch<T: Real>(
+    level: Simd,
+    approximate: bool,
+    x: &[T],
+    value: &mut [T],
+    grad: &mut [T],
+) {
+    super::simd_dispatch!(
+        level,
+        [T: Real],
+        (approximate: bool, x: &[T], value: &mut [T], grad: &mut [T]),
+        {
+            let pairs = value.iter_mut().zip(grad.iter_mut()).zip(x);
+            if approximate {
+                pairs.for_each(|((v, g), &x)| (*v, *g) = gelu_tanh_pair(x));
+            } else {
+                pairs.for_each(|((v, g), &x)| (*v, *g) = gelu_erf_pair(x));
+            }
+        }
     )
 }
 
@@ -1850,6 +1996,72 @@ mod tests {
             })
             .collect();
         assert_eq!(bits(&got[0]), formula);
+    }
+
+    /// A GELU and its derivative of the same register become neighbours and run as one
+    /// loop (whichever comes first, with other instructions between them), with the bits
+    /// of the separate instructions; a GELU of the other form stays alone.
+    #[test]
+    fn gelu_pairs_run_as_one_loop_with_the_same_bits() {
+        use Instr::*;
+        let n = PAR_THRESHOLD + 1234;
+        let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.13 - 6.0).collect();
+        let gelu = |approximate, a, dst| Unary { prim: Prim::Gelu { approximate }, a, dst };
+        let grad = |approximate, a, dst| Unary { prim: Prim::GeluGrad { approximate }, a, dst };
+        for approximate in [true, false] {
+            let mut prog = FusedProgram {
+                dtype: DType::F32,
+                domain: vec![n],
+                inner: n,
+                views: vec![View::Full],
+                prologue: vec![],
+                body: vec![
+                    Load { input: 0, dst: 0 },
+                    Binary { prim: Prim::Mul, a: 0, b: 0, dst: 1 },
+                    grad(approximate, 0, 2), // derivative first
+                    Binary { prim: Prim::Add, a: 2, b: 1, dst: 3 },
+                    gelu(approximate, 1, 4), // a second pair, with `grad` of 1
+                    gelu(approximate, 0, 5),
+                    gelu(!approximate, 0, 6), // the other form: alone
+                    grad(approximate, 1, 7),
+                ],
+                outputs: vec![
+                    Output::Elementwise { reg: 3, bool_out: false },
+                    Output::Elementwise { reg: 5, bool_out: false },
+                    Output::Elementwise { reg: 6, bool_out: false },
+                    Output::Elementwise { reg: 7, bool_out: false },
+                    Output::Elementwise { reg: 4, bool_out: false },
+                ],
+                n_regs: 8,
+            };
+            let separate = prog.clone();
+            prog.pair_gelu();
+            let dsts: Vec<usize> = prog.body.iter().map(Instr::dst).collect();
+            assert_eq!(dsts, [0, 1, 2, 5, 3, 4, 7, 6], "{:?}", prog.body);
+            let pairs = prog.gelu_pairs(&prog.assign_tiles().0);
+            assert_eq!(pairs, [false, false, true, false, false, true, false, false]);
+            let xs = Storage::F32(x.clone());
+            let (got, want) =
+                (run(&prog, vec![Arg::Ref(&xs)]), run(&separate, vec![Arg::Ref(&xs)]));
+            let bits = |st: &Storage| match st {
+                Storage::F32(v) => v.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                _ => panic!("f32 output"),
+            };
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(bits(g), bits(w), "approximate={approximate}");
+            }
+            let pair = |x: f32| {
+                if approximate {
+                    (gelu_tanh(x), gelu_tanh_grad(x))
+                } else {
+                    (gelu_erf(x), gelu_erf_grad(x))
+                }
+            };
+            let formula: Vec<u32> = x.iter().map(|&x| pair(x).0.to_bits()).collect();
+            assert_eq!(bits(&got[1]), formula);
+            let formula: Vec<u32> = x.iter().map(|&x| (pair(x).1 + x * x).to_bits()).collect();
+            assert_eq!(bits(&got[0]), formula);
+        }
     }
 
     #[test]
