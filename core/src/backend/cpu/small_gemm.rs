@@ -57,6 +57,7 @@ pub(super) unsafe fn matmul(
     let mut i = 0;
     while i < m {
         let rows = MR.min(m - i);
+        let next_rows = MR.min(m - i - rows);
         let mut j = 0;
         while j < n {
             // Two vectors (32 columns) per block, one for a last 16.
@@ -65,7 +66,19 @@ pub(super) unsafe fn matmul(
             // caller's views.
             unsafe {
                 let (a, b, d) = (a.add(i * rsa), b.add(j), dst.add(i * rsd + j));
-                let v = View { k, a, rsa, csa, b, rsb, d, rsd, accumulate };
+                // The first column block fetches the next row block's left operand while
+                // it computes, and the first row block the right operand's rows ahead:
+                // each is then read from the L1 cache (their first reads were waiting
+                // on memory: 27% of the kernel's samples in the transformer step). With
+                // and without, alternated in one process (20 times, 2 threads): 128
+                // products `[64, 64] x [64, 32]` 286 -> 259 us (faster in 17), with the
+                // left operand transposed 274 -> 261 us (faster in 11).
+                let ahead = Ahead {
+                    a: if j == 0 { a.wrapping_add(rows * rsa) } else { a },
+                    a_rows: if j == 0 { next_rows } else { 0 },
+                    b: i == 0,
+                };
+                let v = View { k, a, rsa, csa, b, rsb, d, rsd, accumulate, ahead };
                 macro_rules! dispatch {
                     ($($r:literal)*) => {
                         match (rows, wide) {
@@ -94,6 +107,28 @@ struct View {
     d: *mut f32,
     rsd: usize,
     accumulate: bool,
+    ahead: Ahead,
+}
+
+/// What a register block prefetches while it computes.
+#[derive(Clone, Copy)]
+struct Ahead {
+    /// The next row block's left operand (first row), with `a_rows` rows (0: none).
+    a: *const f32,
+    a_rows: usize,
+    /// The right operand's rows a few steps ahead.
+    b: bool,
+}
+
+/// Steps of the contraction by which the right operand's rows are fetched ahead.
+const B_AHEAD: usize = 8;
+
+/// Asks the cache for the line holding `p` (never faults, whatever the address).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    // SAFETY: a prefetch has no architectural effect.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
 }
 
 /// `R` rows by `16 * V` columns of the output, summed over the whole contraction in
@@ -105,7 +140,28 @@ struct View {
 #[target_feature(enable = "avx512f")]
 unsafe fn block<const R: usize, const V: usize>(v: View) {
     let mut acc = [[_mm512_setzero_ps(); V]; R];
+    let ah = v.ahead;
     for p in 0..v.k {
+        if ah.b && p + B_AHEAD < v.k {
+            let bp = v.b.wrapping_add((p + B_AHEAD) * v.rsb);
+            prefetch(bp);
+            prefetch(bp.wrapping_add(16 * V - 1));
+        }
+        if ah.a_rows > 0 {
+            if v.csa == 1 {
+                // Rows of the left operand are contiguous: a new line every 16 steps.
+                if p % 16 == 0 {
+                    for r in 0..ah.a_rows {
+                        prefetch(ah.a.wrapping_add(r * v.rsa + p));
+                    }
+                }
+            } else if v.rsa == 1 {
+                // Columns are contiguous: step `p` reads one or two lines.
+                let ap = ah.a.wrapping_add(p * v.csa);
+                prefetch(ap);
+                prefetch(ap.wrapping_add(ah.a_rows - 1));
+            }
+        }
         // SAFETY: row `p` of the right operand and column `p` of the left one are inside
         // the views (the caller's contract).
         unsafe {
