@@ -60,18 +60,13 @@ trait GemmFloat: StorageElement + Add<Output = Self> + Mul<Output = Self> {
     /// true if it takes this type, shape and layout; else returns false untouched.
     ///
     /// # Safety
-    /// As [`gemm_unchecked`].
-    // The sizes and strided operands of `gemm_unchecked`, passed through unchanged.
-    #[allow(clippy::too_many_arguments)]
+    /// As [`gemm_unchecked`] (each operand is its pointer and view).
     unsafe fn small_matmul(
         _mnk: (usize, usize, usize),
-        _dst: *mut Self,
-        _d: MatRef,
+        _dst: (*mut Self, MatRef),
         _accumulate: bool,
-        _a: *const Self,
-        _am: MatRef,
-        _b: *const Self,
-        _bm: MatRef,
+        _a: (*const Self, MatRef),
+        _b: (*const Self, MatRef),
     ) -> bool {
         false
     }
@@ -92,13 +87,10 @@ impl GemmFloat for f32 {
 
     unsafe fn small_matmul(
         mnk: (usize, usize, usize),
-        dst: *mut Self,
-        d: MatRef,
+        (dst, d): (*mut Self, MatRef),
         accumulate: bool,
-        a: *const Self,
-        am: MatRef,
-        b: *const Self,
-        bm: MatRef,
+        (a, am): (*const Self, MatRef),
+        (b, bm): (*const Self, MatRef),
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
         if super::small_gemm::fits(mnk, bm.cs, d.cs) {
@@ -237,7 +229,7 @@ unsafe fn gemm_unchecked<T: GemmFloat>(
     par: Parallelism,
 ) {
     // SAFETY: the caller's contract, which `small_matmul` shares.
-    if unsafe { T::small_matmul((m, n, k), dst, d, accumulate, a, am, b, bm) } {
+    if unsafe { T::small_matmul((m, n, k), (dst, d), accumulate, (a, am), (b, bm)) } {
         return;
     }
     // SAFETY: guaranteed by the caller; `T` is f32 or f64, which gemm supports. gemm
